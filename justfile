@@ -1,0 +1,16 @@
+# Tasks for pinchat. Get `just` with `pip install rust-just` (see README).
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+py := ".venv/bin/python"
+
+# Install what is missing: the virtualenv, Python deps (llama-cpp-python builds once), the embedded model, Pyodide.
+setup:
+    scripts/setup.sh
+
+# Start the app (embedded model unless --models is given) and print its URL.
+run *ARGS: setup
+    {{py}} -m server {{ARGS}}
+
+# Run every test: server, frontend modules, browser, nginx.
+test *ARGS: setup
+    {{py}} -m pytest {{ARGS}}
