@@ -1,0 +1,36 @@
+"""`python -m server`: run the chat server (see `--help`)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from aiohttp import web
+
+from .app import create_app
+from .config import parse_args
+from .provider import ModelConfigError
+from .proxy import ProxyAwareAccessLogger
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = create_app(settings)
+    except (ModelConfigError, RuntimeError) as exc:
+        sys.exit(f"error: {exc}")
+    model = f"models from {settings.models}" if settings.models else "the embedded SmolLM2-135M-Instruct model"
+    url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}/"
+
+    def announce(_line: str) -> None:
+        print(f"pinchat is running with {model}: open {url}  (Ctrl-C stops it)", flush=True)
+
+    # handler_cancellation: aiohttp cancels a handler when its client disconnects (off by default), which is
+    # how a closed tab stops a generation within milliseconds even while the provider is silent.
+    web.run_app(app, host=settings.host, port=settings.port, handler_cancellation=True, print=announce,
+                access_log_class=ProxyAwareAccessLogger, shutdown_timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Persistence: threads (with pins) and messages in SQLite through aiosqlite, WAL mode, versioned migrations."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+# Each entry moves the schema one version up; PRAGMA user_version records how far a file has come.
+MIGRATIONS = [
+    """
+    CREATE TABLE threads (
+        id INTEGER PRIMARY KEY,
+        parent_id INTEGER REFERENCES threads(id) ON DELETE CASCADE,
+        title TEXT,
+        anchor_message_id INTEGER,
+        anchor_start INTEGER,
+        anchor_end INTEGER,
+        anchor_text TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX threads_parent ON threads(parent_id);
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        thread_id INTEGER NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        content TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL CHECK (status IN ('streaming', 'complete', 'interrupted', 'error')),
+        model TEXT,
+        usage TEXT,
+        finish_reason TEXT,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX messages_thread ON messages(thread_id, id);
+    """,
+]
+
+THREAD_COLUMNS = "id, parent_id, title, anchor_message_id, anchor_start, anchor_end, anchor_text, created_at, updated_at"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def thread_dict(row: sqlite3.Row) -> dict[str, Any]:
+    anchor = None
+    if row["anchor_message_id"] is not None:
+        anchor = {"message_id": row["anchor_message_id"], "start": row["anchor_start"],
+                  "end": row["anchor_end"], "text": row["anchor_text"]}
+    return {"id": row["id"], "title": row["title"], "parent_id": row["parent_id"], "anchor": anchor,
+            "created_at": row["created_at"], "updated_at": row["updated_at"]}
+
+
+def message_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {"id": row["id"], "thread_id": row["thread_id"], "role": row["role"], "content": row["content"],
+            "status": row["status"], "model": row["model"],
+            "usage": json.loads(row["usage"]) if row["usage"] else None,
+            "finish_reason": row["finish_reason"], "error": row["error"], "created_at": row["created_at"]}
+
+
+class Database:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    async def open(cls, path: Path | str) -> Database:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path)
+        conn.row_factory = sqlite3.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        db = cls(conn)
+        await db._migrate()
+        return db
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def _migrate(self) -> None:
+        (version,) = await (await self.conn.execute("PRAGMA user_version")).fetchone()
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await self.conn.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    async def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        return await (await self.conn.execute(sql, args)).fetchone()
+
+    async def _all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        return list(await (await self.conn.execute(sql, args)).fetchall())
+
+    # threads
+
+    async def create_thread(self, title: str | None, parent_id: int | None = None,
+                            anchor: dict[str, Any] | None = None) -> dict[str, Any]:
+        anchor = anchor or {}
+        stamp = now()
+        cur = await self.conn.execute(
+            "INSERT INTO threads (parent_id, title, anchor_message_id, anchor_start, anchor_end, anchor_text,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (parent_id, title, anchor.get("message_id"), anchor.get("start"), anchor.get("end"),
+             anchor.get("text"), stamp, stamp),
+        )
+        await self.conn.commit()
+        return await self.get_thread(cur.lastrowid)
+
+    async def get_thread(self, thread_id: int) -> dict[str, Any] | None:
+        row = await self._one(f"SELECT {THREAD_COLUMNS} FROM threads WHERE id = ?", thread_id)
+        return thread_dict(row) if row else None
+
+    async def list_threads(self) -> list[dict[str, Any]]:
+        rows = await self._all(
+            f"SELECT {THREAD_COLUMNS} FROM threads WHERE parent_id IS NULL ORDER BY updated_at DESC, id DESC")
+        return [thread_dict(r) for r in rows]
+
+    async def list_pins(self, thread_id: int) -> list[dict[str, Any]]:
+        rows = await self._all(f"SELECT {THREAD_COLUMNS} FROM threads WHERE parent_id = ? ORDER BY id", thread_id)
+        return [thread_dict(r) for r in rows]
+
+    async def subtree_ids(self, thread_id: int) -> list[int]:
+        rows = await self._all(
+            "WITH RECURSIVE tree(id) AS (SELECT ? UNION ALL SELECT t.id FROM threads t JOIN tree ON t.parent_id = tree.id)"
+            " SELECT id FROM tree", thread_id)
+        return [r["id"] for r in rows]
+
+    async def delete_thread(self, thread_id: int) -> None:
+        await self.conn.execute("DELETE FROM threads WHERE id = ?", (thread_id,))  # pins and messages cascade
+        await self.conn.commit()
+
+    # messages
+
+    async def get_message(self, message_id: int) -> dict[str, Any] | None:
+        row = await self._one("SELECT * FROM messages WHERE id = ?", message_id)
+        return message_dict(row) if row else None
+
+    async def messages(self, thread_id: int, up_to: int | None = None) -> list[dict[str, Any]]:
+        """A thread's messages in order; with `up_to`, only those up to and including that message id."""
+        rows = await self._all(
+            "SELECT * FROM messages WHERE thread_id = ? AND id <= ? ORDER BY id",
+            thread_id, up_to if up_to is not None else 2**62)
+        return [message_dict(r) for r in rows]
+
+    async def begin_turn(self, thread_id: int, user_text: str, model: str | None) -> tuple[int, int]:
+        """Commit the user's message and an empty `streaming` assistant row in one transaction."""
+        stamp = now()
+        try:
+            user = await self.conn.execute(
+                "INSERT INTO messages (thread_id, role, content, status, created_at, updated_at)"
+                " VALUES (?, 'user', ?, 'complete', ?, ?)", (thread_id, user_text, stamp, stamp))
+            assistant = await self.conn.execute(
+                "INSERT INTO messages (thread_id, role, content, status, model, created_at, updated_at)"
+                " VALUES (?, 'assistant', '', 'streaming', ?, ?, ?)", (thread_id, model, stamp, stamp))
+            await self.conn.execute("UPDATE threads SET updated_at = ? WHERE id = ?", (stamp, thread_id))
+            await self.conn.commit()
+        except BaseException:
+            await self.conn.rollback()
+            raise
+        return user.lastrowid, assistant.lastrowid
+
+    async def save_answer(self, message_id: int, content: str, status: str | None = None, *,
+                          model: str | None = None, usage: dict | None = None,
+                          finish_reason: str | None = None, error: str | None = None) -> None:
+        """Store an assistant answer's text so far; with `status`, its final state and metadata too."""
+        await self.conn.execute(
+            "UPDATE messages SET content = ?, status = COALESCE(?, status), model = COALESCE(?, model),"
+            " usage = COALESCE(?, usage), finish_reason = COALESCE(?, finish_reason), error = COALESCE(?, error),"
+            " updated_at = ? WHERE id = ?",
+            (content, status, model, json.dumps(usage) if usage else None, finish_reason, error, now(), message_id))
+        await self.conn.commit()
+
+    async def recover_interrupted(self) -> int:
+        """Answers left `streaming` by a crash or kill: mark them interrupted (their flushed text stays)."""
+        cur = await self.conn.execute(
+            "UPDATE messages SET status = 'interrupted', updated_at = ? WHERE status = 'streaming'", (now(),))
+        await self.conn.commit()
+        return cur.rowcount

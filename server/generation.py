@@ -1,0 +1,180 @@
+"""The generation lifecycle: one task per streaming thread owns the answer; HTTP responses subscribe to it.
+
+Flows (see docs/streaming.md): a chat reserves its thread here, commits the user message and an empty
+`streaming` answer, then a task streams from the provider, numbering every event so a subscriber can replay
+from any point. The answer is flushed to SQLite every `flush_interval` seconds and saved, shielded, at the end
+with status complete / interrupted / error. Stop paths: the last subscriber leaving (client gone), the cancel
+endpoint, and shutdown all call `stop()`, which cancels the task; the provider stream is closed on every path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import litellm
+from litellm import Router
+
+from . import provider
+from .db import Database
+
+log = logging.getLogger(__name__)
+
+
+class ThreadBusy(Exception):
+    """The thread already has a generation running."""
+
+
+class Generation:
+    def __init__(self, registry: Registry, thread_id: int) -> None:
+        self.registry = registry
+        self.thread_id = thread_id
+        self.user_message_id: int | None = None
+        self.message_id: int | None = None
+        self.events: list[dict[str, Any]] = []  # event n has sequence number n + 1
+        self.parts: list[str] = []
+        self.done = False
+        self.stop_reason: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._subscribers = 0
+        self._wakeup = asyncio.Event()
+        self._saved_len = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def emit(self, **event: Any) -> None:
+        self.events.append(event)
+        self._wakeup.set()
+        self._wakeup = asyncio.Event()
+
+    def stop(self, reason: str) -> None:
+        """Cancel the generation (idempotent); the answer so far is saved as interrupted."""
+        if self.stop_reason is None and not self.done and self.task is not None:
+            self.stop_reason = reason
+            self.task.cancel()
+
+    @asynccontextmanager
+    async def subscribe(self, after: int = 0) -> AsyncIterator[AsyncIterator[tuple[int, dict[str, Any]]]]:
+        """Follow the events from sequence number `after`; when the last subscriber leaves, stop."""
+        self._subscribers += 1
+        try:
+            yield self._follow(after)
+        finally:
+            self._subscribers -= 1
+            if self._subscribers == 0:
+                self.stop("client_gone")
+
+    async def _follow(self, after: int) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        seq = after
+        while True:
+            while seq < len(self.events):
+                seq += 1
+                yield seq, self.events[seq - 1]
+            if self.done:
+                return
+            await self._wakeup.wait()
+
+    async def begin(self, user_text: str, llm_messages: list[dict[str, str]]) -> None:
+        db = self.registry.db
+        self.user_message_id, self.message_id = await db.begin_turn(self.thread_id, user_text, None)
+        self.emit(type="start", user_message_id=self.user_message_id, message_id=self.message_id)
+        self.task = asyncio.create_task(self._run(llm_messages), name=f"generation-{self.thread_id}")
+
+    async def _run(self, llm_messages: list[dict[str, str]]) -> None:
+        status, final, meta = "complete", {}, {}
+        flusher = asyncio.create_task(self._flush_periodically())
+        try:
+            finish_reason, usage = None, None
+            async with provider.chat_stream(self.registry.router, llm_messages) as deltas:
+                async for delta in deltas:
+                    if delta.text:
+                        self.parts.append(delta.text)
+                        self.emit(type="token", text=delta.text)
+                    finish_reason = delta.finish_reason or finish_reason
+                    usage = delta.usage or usage
+                    meta["model"] = meta.get("model") or delta.model
+            meta.update(usage=usage, finish_reason=finish_reason)
+            final = {"type": "done", "message_id": self.message_id, "finish_reason": finish_reason, "usage": usage}
+        except asyncio.CancelledError:
+            status = "interrupted"
+            final = {"type": "interrupted", "message_id": self.message_id, "reason": self.stop_reason or "shutdown"}
+        except Exception as exc:  # a provider failure, before or after the first token
+            status = "error"
+            code, message = describe_failure(exc)
+            log.warning("generation for thread %s failed after %d chars: %s", self.thread_id, len(self.text), exc)
+            meta["error"] = message
+            final = {"type": "error", "code": code, "message": message, "message_id": self.message_id}
+        finally:
+            flusher.cancel()
+        # The final save runs as its own task so that a second cancellation cannot cut it short;
+        # the registry waits for it on shutdown.
+        save = asyncio.create_task(self.registry.db.save_answer(self.message_id, self.text, status, **meta))
+        self.registry.saving.add(save)
+        save.add_done_callback(self.registry.saving.discard)
+        try:
+            await asyncio.shield(save)
+        finally:
+            self.registry.finished(self)
+            self.emit(**final)
+            self.done = True
+
+    async def _flush_periodically(self) -> None:
+        interval = self.registry.flush_interval
+        while True:
+            await asyncio.sleep(interval)
+            if len(self.parts) != self._saved_len:
+                self._saved_len = len(self.parts)
+                await self.registry.db.save_answer(self.message_id, self.text)
+
+
+def describe_failure(exc: Exception) -> tuple[str, str]:
+    """A stable code and a short message a user can act on (never a traceback)."""
+    kinds = [
+        (litellm.RateLimitError, "rate_limited", "The model provider is rate limiting requests; try again shortly."),
+        (litellm.AuthenticationError, "provider_auth", "The model provider rejected the API key."),
+        (litellm.ContextWindowExceededError, "context_too_long", "The conversation is too long for the model."),
+        (litellm.Timeout, "provider_timeout", "The model provider timed out."),
+        (litellm.APIConnectionError, "provider_unreachable", "The model provider could not be reached or dropped the stream."),
+        (litellm.BadRequestError, "provider_rejected", "The model provider rejected the request."),
+    ]
+    for kind, code, message in kinds:
+        if isinstance(exc, kind):
+            return code, message
+    return "provider_error", "The model provider failed while answering."
+
+
+class Registry:
+    """The running generations, one per thread at most."""
+
+    def __init__(self, db: Database, router: Router, flush_interval: float) -> None:
+        self.db = db
+        self.router = router
+        self.flush_interval = flush_interval
+        self.active: dict[int, Generation] = {}
+        self.saving: set[asyncio.Task[None]] = set()
+
+    def reserve(self, thread_id: int) -> Generation:
+        if thread_id in self.active:
+            raise ThreadBusy(thread_id)
+        generation = self.active[thread_id] = Generation(self, thread_id)
+        return generation
+
+    def finished(self, generation: Generation) -> None:
+        if self.active.get(generation.thread_id) is generation:
+            del self.active[generation.thread_id]
+
+    def get(self, thread_id: int) -> Generation | None:
+        return self.active.get(thread_id)
+
+    async def shutdown(self) -> None:
+        """Stop every generation and wait until each answer is saved."""
+        generations = list(self.active.values())
+        for generation in generations:
+            generation.stop("shutdown")
+        tasks = [g.task for g in generations if g.task is not None]
+        await asyncio.gather(*tasks, *self.saving, return_exceptions=True)

@@ -1,0 +1,93 @@
+"""The provider hop: one LiteLLM Router, model group `chat`, streamed as plain text deltas."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+import litellm
+import yaml
+from litellm import Router
+
+CHAT = "chat"
+
+# Per-chunk work LiteLLM does by default that a chat server does not need (documented module settings).
+litellm.disable_streaming_logging = True
+litellm.telemetry = False
+litellm.suppress_debug_info = True
+litellm.turn_off_message_logging = True
+
+
+class ModelConfigError(ValueError):
+    """models.yaml is missing, malformed or has no `chat` deployment."""
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str = ""
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    model: str | None = None
+
+
+def load_model_config(path: Path) -> dict[str, Any]:
+    """Read a LiteLLM proxy-style config: `model_list` plus optional `router_settings` (e.g. fallbacks)."""
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelConfigError(f"cannot read {path}: {exc}") from exc
+    model_list = config.get("model_list") if isinstance(config, dict) else None
+    if not isinstance(model_list, list) or not any(
+        isinstance(m, dict) and m.get("model_name") == CHAT for m in model_list
+    ):
+        raise ModelConfigError(f"{path}: `model_list` needs at least one deployment with model_name: {CHAT}")
+    router_settings = config.get("router_settings") or {}
+    if "fallbacks" in config:  # also accepted at top level, for short files
+        router_settings.setdefault("fallbacks", config["fallbacks"])
+    return {"model_list": model_list, "router_settings": router_settings}
+
+
+def build_router(models: Path | None, pool_size: int) -> Router:
+    if models is None:
+        from . import embedded
+
+        return Router(model_list=embedded.register(pool_size=pool_size))
+    config = load_model_config(models)
+    return Router(model_list=config["model_list"], **config["router_settings"])
+
+
+@asynccontextmanager
+async def chat_stream(router: Router, messages: list[dict[str, str]]) -> AsyncIterator[AsyncIterator[Delta]]:
+    """Open a streamed completion; the upstream stream is closed however the caller leaves the block.
+
+    The Router's retries and fallbacks happen inside `acompletion`, i.e. before the first token.
+    """
+    stream = await router.acompletion(
+        model=CHAT, messages=messages, stream=True, stream_options={"include_usage": True}
+    )
+    deltas = _deltas(stream)
+    try:
+        yield deltas
+    finally:
+        # Shielded: a second cancellation must not leave the provider generating for nobody.
+        await asyncio.shield(_close(deltas, stream))
+
+
+async def _close(deltas: Any, stream: Any) -> None:
+    await deltas.aclose()
+    await stream.aclose()
+
+
+async def _deltas(stream: Any) -> AsyncIterator[Delta]:
+    async for chunk in stream:
+        choice = chunk.choices[0] if chunk.choices else None
+        text = (choice.delta.content if choice and choice.delta else None) or ""
+        finish_reason = choice.finish_reason if choice else None
+        usage = getattr(chunk, "usage", None)
+        if text or finish_reason or usage:  # role-only and empty deltas carry nothing
+            yield Delta(text, finish_reason, usage.model_dump() if usage else None, getattr(chunk, "model", None))

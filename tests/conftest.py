@@ -1,0 +1,108 @@
+"""Shared fixtures: the scripted fake upstream(s), a models.yaml pointing at them, and the real app on a real port."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from httpx_sse import aconnect_sse
+
+from server.config import Settings
+from tests.fake_upstream import FakeUpstream
+
+
+def write_models_file(path: Path, primary: FakeUpstream, backup: FakeUpstream | None = None) -> Path:
+    """A LiteLLM model_list: group `chat` on `primary`; with `backup`, a fallback group `chat-backup` on it."""
+    def deployment(name: str, fake: FakeUpstream) -> dict:
+        return {"model_name": name,
+                "litellm_params": {"model": "openai/fake-model", "api_base": fake.url, "api_key": "sk-fake"}}
+
+    config: dict = {"model_list": [deployment("chat", primary)], "router_settings": {"num_retries": 0}}
+    if backup is not None:
+        config["model_list"].append(deployment("chat-backup", backup))
+        config["router_settings"]["fallbacks"] = [{"chat": ["chat-backup"]}]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+async def fake():
+    upstream = await FakeUpstream().start()
+    yield upstream
+    await upstream.close()
+
+
+@pytest.fixture
+async def backup():
+    upstream = await FakeUpstream().start()
+    yield upstream
+    await upstream.close()
+
+
+@pytest.fixture
+def settings(tmp_path, fake) -> Settings:
+    return Settings(db=tmp_path / "chat.db", models=write_models_file(tmp_path / "models.yaml", fake),
+                    flush_interval=0.1)
+
+
+class App:
+    """The real app on a real port, with helpers that speak its HTTP API."""
+
+    def __init__(self, client, settings: Settings) -> None:
+        self.client = client  # aiohttp TestClient
+        self.settings = settings
+        self.base = str(client.make_url("/"))
+
+    async def post(self, path: str, body=None, **kwargs):
+        return await self.client.post(path, json=body, **kwargs)
+
+    async def new_thread(self, **body) -> dict:
+        resp = await self.post("/api/threads", body)
+        assert resp.status == 201, await resp.text()
+        return await resp.json()
+
+    async def thread(self, thread_id: int) -> dict:
+        resp = await self.client.get(f"/api/threads/{thread_id}")
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+    async def chat(self, thread_id: int, message: str) -> list[dict]:
+        """Send a message and read the whole SSE answer with an independent parser (httpx-sse)."""
+        events = []
+        async with httpx.AsyncClient(base_url=self.base, timeout=30) as http:
+            async with aconnect_sse(http, "POST", f"/api/threads/{thread_id}/chat", json={"message": message}) as src:
+                assert src.response.status_code == 200
+                async for sse in src.aiter_sse():
+                    events.append({"id": sse.id, **json.loads(sse.data)})
+        return events
+
+    def rows(self, sql: str, *args) -> list[sqlite3.Row]:
+        """Read the SQLite file directly, as another process would."""
+        conn = sqlite3.connect(self.settings.db)
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+async def make_app(aiohttp_client):
+    from server.app import create_app
+
+    async def start(settings: Settings, **overrides) -> App:
+        settings = replace(settings, **overrides)
+        client = await aiohttp_client(create_app(settings))
+        return App(client, settings)
+
+    return start
+
+
+@pytest.fixture
+async def app(make_app, settings) -> App:
+    return await make_app(settings)
