@@ -14,3 +14,12 @@ run *ARGS: setup
 # Run every test: server, frontend modules, browser, nginx.
 test *ARGS: setup
     {{py}} -m pytest {{ARGS}}
+
+# Run nginx (unprivileged, state under run/nginx) in front of the app: HTTP on 8081, HTTPS + HTTP/2 on 8443.
+nginx *ARGS: setup
+    scripts/nginx.sh {{ARGS}}
+
+# Measure every hop (see bench/README.md); prints a table and writes bench/results/*.json.
+bench *ARGS: setup
+    .venv/bin/pip install -q -e '.[bench]'
+    {{py}} -m bench {{ARGS}}
