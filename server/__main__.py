@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 import sys
 
-from aiohttp import web
-
-from .app import create_app
 from .config import parse_args
-from .provider import ModelConfigError
-from .proxy import ProxyAwareAccessLogger
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = parse_args(argv)
+    settings = parse_args(argv)  # before the heavy imports, so --help and flag errors are instant
+    from aiohttp import web
+
+    from .app import create_app
+    from .provider import ModelConfigError
+    from .proxy import ProxyAwareAccessLogger
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = create_app(settings)

@@ -1,0 +1,96 @@
+"""The server as a real process: a crash loses at most the last flush window, SIGTERM saves open streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+
+from tests.conftest import write_models_file
+from tests.fake_upstream import Script
+from tests.server_process import ServerProcess
+
+
+def answer(db, message_id):
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT content, status FROM messages WHERE id = ?", (message_id,)).fetchone()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def server_args(tmp_path, fake):
+    models = write_models_file(tmp_path / "models.yaml", fake)
+    return ["--db", str(tmp_path / "chat.db"), "--models", str(models), "--flush-interval", "0.2"]
+
+
+async def start_stream(http: httpx.AsyncClient, fake) -> tuple[dict, list, object]:
+    fake.push(Script(tokens=[f"s{i} " for i in range(400)], delay=0.02))
+    thread = (await http.post("/api/threads", json={})).json()
+    ctx = aconnect_sse(http, "POST", f"/api/threads/{thread['id']}/chat", json={"message": "go"})
+    return thread, ctx
+
+
+async def test_crash_keeps_flushed_text_and_restart_marks_it_interrupted(tmp_path, fake, server_args):
+    server = await ServerProcess(*server_args).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            thread, ctx = await start_stream(http, fake)
+            async with ctx as src:
+                events = []
+                async for sse in src.aiter_sse():  # still reading: the client stays connected
+                    events.append(json.loads(sse.data))
+                    if len(events) == 30:
+                        await asyncio.sleep(0.5)  # a few flushes
+                        server.proc.kill()  # SIGKILL: no chance to save anything more
+                        await server.wait()
+    except httpx.TransportError:
+        pass
+    finally:
+        server.stop()
+    db = tmp_path / "chat.db"
+    content, status = answer(db, events[0]["message_id"])
+    assert status == "streaming" and content.startswith("s0 s1 s2 ")  # flushed during the stream
+    restarted = await ServerProcess(*server_args).start()
+    try:
+        async with httpx.AsyncClient(base_url=restarted.url) as http:
+            detail = (await http.get(f"/api/threads/{thread['id']}")).json()
+        assert [m["status"] for m in detail["messages"]] == ["complete", "interrupted"]
+        assert detail["messages"][1]["content"] == content
+    finally:
+        restarted.stop()
+
+
+async def test_sigterm_saves_open_streams_as_interrupted(tmp_path, fake, server_args):
+    server = await ServerProcess(*server_args).start()
+    events = []
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            thread, ctx = await start_stream(http, fake)
+            async with ctx as src:
+                async for sse in src.aiter_sse():
+                    events.append(json.loads(sse.data))
+                    if len(events) == 10:
+                        server.proc.send_signal(signal.SIGTERM)
+        assert await server.wait() == 0
+    finally:
+        server.stop()
+    assert events[-1]["type"] == "interrupted" and events[-1]["reason"] == "shutdown"
+    text = "".join(e["text"] for e in events if e["type"] == "token")
+    assert answer(tmp_path / "chat.db", events[0]["message_id"]) == (text, "interrupted")
+    assert (await fake.wait_ended()).outcome == "client_closed"
+
+
+async def test_bad_models_file_is_a_clear_startup_error(tmp_path):
+    bad = tmp_path / "models.yaml"
+    bad.write_text("model_list:\n  - model_name: other\n    litellm_params: {model: openai/x}\n")
+    server = ServerProcess("--db", str(tmp_path / "x.db"), "--models", str(bad))
+    with pytest.raises(RuntimeError, match="model_name: chat"):
+        await server.start()
+    assert "Traceback" not in server.output()
