@@ -1,0 +1,53 @@
+"""Configuration: models.yaml loading and the command line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from server.config import parse_args
+from server.provider import ModelConfigError, build_router, load_model_config
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "models.example.yaml"
+
+
+def test_example_groq_entry_and_fallback_build_a_router(tmp_path, monkeypatch):
+    # Uncomment the Groq block and the fallback line, as the file tells a user to.
+    lines = EXAMPLE.read_text().splitlines()
+    end = next(i for i, line in enumerate(lines) if "Other providers" in line)
+    yaml_line = re.compile(r"^  # (- |  )")  # commented YAML, not prose
+    enabled = [line.replace("# ", "", 1) if i < end and yaml_line.match(line) else line
+               for i, line in enumerate(lines)]
+    enabled = [line.replace("# fallbacks", "fallbacks") for line in enabled]
+    models = tmp_path / "models.yaml"
+    models.write_text("\n".join(enabled))
+    monkeypatch.setenv("GROQ_API_KEY", "gsk-test")
+    config = load_model_config(models)
+    assert [m["model_name"] for m in config["model_list"]] == ["chat", "chat-fallback"]
+    assert config["router_settings"]["fallbacks"] == [{"chat": ["chat-fallback"]}]
+    router = build_router(models, pool_size=1)
+    assert sorted(router.model_names) == ["chat", "chat-fallback"]
+
+
+def test_example_as_shipped_is_refused_with_a_clear_message():
+    with pytest.raises(ModelConfigError, match="model_name: chat"):
+        load_model_config(EXAMPLE)
+
+
+def test_broken_yaml_is_refused(tmp_path):
+    bad = tmp_path / "m.yaml"
+    bad.write_text("model_list: [unclosed")
+    with pytest.raises(ModelConfigError, match="cannot read"):
+        load_model_config(bad)
+
+
+def test_flags_and_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("PINCHAT_PORT", "9999")
+    monkeypatch.setenv("PINCHAT_HEARTBEAT", "2.5")
+    settings = parse_args(["--db", str(tmp_path / "a.db"), "--host", "0.0.0.0"])
+    assert (settings.port, settings.heartbeat, settings.host) == (9999, 2.5, "0.0.0.0")
+    assert parse_args(["--port", "7000"]).port == 7000  # a flag wins over the environment
+    with pytest.raises(SystemExit):
+        parse_args(["--models", str(tmp_path / "missing.yaml")])
