@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -13,9 +14,11 @@ from .config import Settings
 from .db import Database
 from .errors import json_errors
 from .generation import Registry
+from .context import Budget
 from .proxy import TRUSTED_PROXIES
-from .routes import DB, REGISTRY, SETTINGS, routes
+from .routes import BUDGET, DB, REGISTRY, SETTINGS, UTILITY, routes
 from .static import setup_static
+from .utility import Utility
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,8 @@ def create_app(settings: Settings, router: Router | None = None) -> web.Applicat
     app = web.Application(middlewares=[json_errors])
     app[SETTINGS] = settings
     app[TRUSTED_PROXIES] = settings.trusted_proxies
-    app[ROUTER] = router or provider.build_router(settings.models, settings.pool_size)
+    app[ROUTER] = router = router or provider.build_router(settings.models, settings.pool_size)
+    app[BUDGET] = make_budget(settings, router)
     app.cleanup_ctx.append(_lifetime)
     app.on_shutdown.append(_stop_generations)
     app.add_routes(routes)
@@ -41,8 +45,11 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         log.info("marked %d answer(s) left streaming by the last run as interrupted", recovered)
     app[DB] = db
     app[REGISTRY] = Registry(db, app[ROUTER], app[SETTINGS].flush_interval)
+    app[UTILITY] = Utility(db, app[ROUTER])
+    app[REGISTRY].on_complete = app[UTILITY].after_answer
     yield
     await app[REGISTRY].shutdown()
+    await app[UTILITY].shutdown()
     await db.close()
     if app[SETTINGS].models is None:
         from . import embedded
@@ -51,5 +58,14 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _stop_generations(app: web.Application) -> None:
-    """SIGTERM / Ctrl-C: end open streams now, saving each answer as interrupted."""
+    """SIGTERM / Ctrl-C: end open streams now, saving each answer as interrupted; drop background work."""
     await app[REGISTRY].shutdown()
+    await app[UTILITY].shutdown()
+
+
+def make_budget(settings: Settings, router: Router) -> Budget:
+    window = provider.context_window(router)
+    tokens = settings.context_budget or max(256, window - settings.answer_reserve)
+    model = provider.counting_model(router)
+    return Budget(tokens, functools.partial(provider.count_tokens, model),
+                  settings.parent_share, settings.ancestors_share)

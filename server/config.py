@@ -20,6 +20,10 @@ class Settings:
     flush_interval: float = 0.5  # seconds between saves of a streaming answer
     pool_size: int = 2  # embedded model instances (concurrent embedded streams)
     max_message_chars: int = 32_000
+    context_budget: int = 0  # tokens sent per chat; 0: the model's context window minus answer_reserve
+    answer_reserve: int = 1024  # tokens of the window kept free for the answer
+    parent_share: float = 0.4  # of the budget, for a pin's parent thread up to the anchor
+    ancestors_share: float = 0.2  # of the budget, for the summaries of further ancestors
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     web_root: Path = field(default=ROOT / "web")
 
@@ -35,6 +39,13 @@ _OPTIONS = [
     ("heartbeat", "PINCHAT_HEARTBEAT", float, "seconds between SSE `: ping` heartbeats (0 disables)"),
     ("flush_interval", "PINCHAT_FLUSH_INTERVAL", float, "seconds between saves of a streaming answer"),
     ("pool_size", "PINCHAT_POOL_SIZE", int, "embedded model instances, i.e. embedded streams that run at once"),
+    ("context_budget", "PINCHAT_CONTEXT_BUDGET", int,
+     "tokens of conversation sent per chat (0: the model's context window minus --answer-reserve)"),
+    ("answer_reserve", "PINCHAT_ANSWER_RESERVE", int, "tokens of the context window kept free for the answer"),
+    ("parent_share", "PINCHAT_PARENT_SHARE", float,
+     "share of the budget for a pin's parent thread (its messages up to the anchor)"),
+    ("ancestors_share", "PINCHAT_ANCESTORS_SHARE", float,
+     "share of the budget for the summaries of a pin's further ancestors (halved at each step up)"),
     ("trusted_proxies", "PINCHAT_TRUSTED_PROXIES", str,
      "comma-separated proxy addresses whose X-Forwarded-For / X-Real-IP headers are believed"),
 ]

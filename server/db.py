@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,9 +42,18 @@ MIGRATIONS = [
     );
     CREATE INDEX messages_thread ON messages(thread_id, id);
     """,
+    """
+    ALTER TABLE threads ADD COLUMN title_source TEXT;  -- user | first_message | model
+    ALTER TABLE threads ADD COLUMN summary TEXT;
+    ALTER TABLE threads ADD COLUMN summary_upto INTEGER;  -- the last message id the summary covers
+    ALTER TABLE threads ADD COLUMN suggestions TEXT;  -- JSON list of generated starter questions
+    ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'chat';  -- chat | merge
+    ALTER TABLE messages ADD COLUMN merged_ids TEXT;  -- JSON list of thread ids, for kind = merge
+    """,
 ]
 
-THREAD_COLUMNS = "id, parent_id, title, anchor_message_id, anchor_start, anchor_end, anchor_text, created_at, updated_at"
+THREAD_COLUMNS = ("id, parent_id, title, title_source, anchor_message_id, anchor_start, anchor_end, anchor_text,"
+                  " summary, summary_upto, suggestions, created_at, updated_at")
 
 
 def now() -> str:
@@ -54,7 +65,10 @@ def thread_dict(row: sqlite3.Row) -> dict[str, Any]:
     if row["anchor_message_id"] is not None:
         anchor = {"message_id": row["anchor_message_id"], "start": row["anchor_start"],
                   "end": row["anchor_end"], "text": row["anchor_text"]}
-    return {"id": row["id"], "title": row["title"], "parent_id": row["parent_id"], "anchor": anchor,
+    return {"id": row["id"], "title": row["title"], "title_source": row["title_source"],
+            "parent_id": row["parent_id"], "anchor": anchor,
+            "summary": row["summary"], "summary_upto": row["summary_upto"],
+            "generated_suggestions": json.loads(row["suggestions"]) if row["suggestions"] else [],
             "created_at": row["created_at"], "updated_at": row["updated_at"]}
 
 
@@ -62,7 +76,8 @@ def message_dict(row: sqlite3.Row) -> dict[str, Any]:
     return {"id": row["id"], "thread_id": row["thread_id"], "role": row["role"], "content": row["content"],
             "status": row["status"], "model": row["model"],
             "usage": json.loads(row["usage"]) if row["usage"] else None,
-            "finish_reason": row["finish_reason"], "error": row["error"], "created_at": row["created_at"]}
+            "finish_reason": row["finish_reason"], "error": row["error"], "created_at": row["created_at"],
+            "kind": row["kind"], "merged_ids": json.loads(row["merged_ids"]) if row["merged_ids"] else None}
 
 
 class Database:
@@ -90,6 +105,41 @@ class Database:
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             await self.conn.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """All or nothing, for the insert_* helpers (which do not commit)."""
+        try:
+            yield
+            await self.conn.commit()
+        except BaseException:
+            await self.conn.rollback()
+            raise
+
+    async def insert_thread(self, title: str | None, summary: str | None, parent_id: int | None,
+                            anchor: dict[str, Any] | None) -> int:
+        anchor = anchor or {}
+        stamp = now()
+        cur = await self.conn.execute(
+            "INSERT INTO threads (parent_id, title, title_source, summary, anchor_message_id, anchor_start,"
+            " anchor_end, anchor_text, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (parent_id, title, "user" if title else None, summary, anchor.get("message_id"), anchor.get("start"),
+             anchor.get("end"), anchor.get("text"), stamp, stamp))
+        return cur.lastrowid
+
+    async def insert_message(self, thread_id: int, message: dict[str, Any]) -> int:
+        stamp = now()
+        status = "interrupted" if message.get("status") == "streaming" else message.get("status", "complete")
+        cur = await self.conn.execute(
+            "INSERT INTO messages (thread_id, role, content, status, kind, model, usage, finish_reason,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (thread_id, message["role"], message["content"], status, message.get("kind") or "chat",
+             message.get("model"), json.dumps(message["usage"]) if message.get("usage") else None,
+             message.get("finish_reason"), stamp, stamp))
+        return cur.lastrowid
+
+    async def set_merged_ids(self, message_id: int, thread_ids: list[int]) -> None:
+        await self.conn.execute("UPDATE messages SET merged_ids = ? WHERE id = ?", (json.dumps(thread_ids), message_id))
+
     async def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
         return await (await self.conn.execute(sql, args)).fetchone()
 
@@ -100,16 +150,9 @@ class Database:
 
     async def create_thread(self, title: str | None, parent_id: int | None = None,
                             anchor: dict[str, Any] | None = None) -> dict[str, Any]:
-        anchor = anchor or {}
-        stamp = now()
-        cur = await self.conn.execute(
-            "INSERT INTO threads (parent_id, title, anchor_message_id, anchor_start, anchor_end, anchor_text,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (parent_id, title, anchor.get("message_id"), anchor.get("start"), anchor.get("end"),
-             anchor.get("text"), stamp, stamp),
-        )
-        await self.conn.commit()
-        return await self.get_thread(cur.lastrowid)
+        async with self.transaction():
+            thread_id = await self.insert_thread(title, None, parent_id, anchor)
+        return await self.get_thread(thread_id)
 
     async def get_thread(self, thread_id: int) -> dict[str, Any] | None:
         row = await self._one(f"SELECT {THREAD_COLUMNS} FROM threads WHERE id = ?", thread_id)
@@ -147,22 +190,45 @@ class Database:
             thread_id, up_to if up_to is not None else 2**62)
         return [message_dict(r) for r in rows]
 
-    async def begin_turn(self, thread_id: int, user_text: str, model: str | None) -> tuple[int, int]:
-        """Commit the user's message and an empty `streaming` assistant row in one transaction."""
+    async def begin_turn(self, thread_id: int, user_text: str | None, kind: str = "chat",
+                         merged_ids: list[int] | None = None) -> tuple[int | None, int]:
+        """Commit the user's message (if any) and an empty `streaming` assistant row in one transaction."""
         stamp = now()
+        user_id = None
         try:
-            user = await self.conn.execute(
-                "INSERT INTO messages (thread_id, role, content, status, created_at, updated_at)"
-                " VALUES (?, 'user', ?, 'complete', ?, ?)", (thread_id, user_text, stamp, stamp))
+            if user_text is not None:
+                user = await self.conn.execute(
+                    "INSERT INTO messages (thread_id, role, content, status, created_at, updated_at)"
+                    " VALUES (?, 'user', ?, 'complete', ?, ?)", (thread_id, user_text, stamp, stamp))
+                user_id = user.lastrowid
             assistant = await self.conn.execute(
-                "INSERT INTO messages (thread_id, role, content, status, model, created_at, updated_at)"
-                " VALUES (?, 'assistant', '', 'streaming', ?, ?, ?)", (thread_id, model, stamp, stamp))
+                "INSERT INTO messages (thread_id, role, content, status, kind, merged_ids, created_at, updated_at)"
+                " VALUES (?, 'assistant', '', 'streaming', ?, ?, ?, ?)",
+                (thread_id, kind, json.dumps(merged_ids) if merged_ids else None, stamp, stamp))
             await self.conn.execute("UPDATE threads SET updated_at = ? WHERE id = ?", (stamp, thread_id))
             await self.conn.commit()
         except BaseException:
             await self.conn.rollback()
             raise
-        return user.lastrowid, assistant.lastrowid
+        return user_id, assistant.lastrowid
+
+    async def set_title(self, thread_id: int, title: str, source: str, *, unless: tuple[str, ...] = ()) -> bool:
+        """Set a title unless the current one came from a source in `unless` (e.g. never overwrite the user's)."""
+        marks = ",".join("?" * len(unless)) or "NULL"
+        cur = await self.conn.execute(
+            f"UPDATE threads SET title = ?, title_source = ? WHERE id = ?"
+            f" AND (title_source IS NULL OR title_source NOT IN ({marks}))", (title, source, thread_id, *unless))
+        await self.conn.commit()
+        return cur.rowcount == 1
+
+    async def set_summary(self, thread_id: int, summary: str, upto: int) -> None:
+        await self.conn.execute("UPDATE threads SET summary = ?, summary_upto = ? WHERE id = ?",
+                                (summary, upto, thread_id))
+        await self.conn.commit()
+
+    async def set_suggestions(self, thread_id: int, suggestions: list[str]) -> None:
+        await self.conn.execute("UPDATE threads SET suggestions = ? WHERE id = ?", (json.dumps(suggestions), thread_id))
+        await self.conn.commit()
 
     async def save_answer(self, message_id: int, content: str, status: str | None = None, *,
                           model: str | None = None, usage: dict | None = None,

@@ -10,9 +10,10 @@ endpoint, and shutdown all call `stop()`, which cancels the task; the provider s
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import litellm
@@ -22,6 +23,14 @@ from . import provider
 from .db import Database
 
 log = logging.getLogger(__name__)
+
+
+# Opens a stream of deltas; leaving its block closes the upstream (see provider.chat_stream).
+Source = Callable[[], AbstractAsyncContextManager[AsyncIterator[provider.Delta]]]
+
+
+def chat_source(router: Router, messages: list[dict[str, str]]) -> Source:
+    return functools.partial(provider.chat_stream, router, messages)
 
 
 class ThreadBusy(Exception):
@@ -79,18 +88,20 @@ class Generation:
                 return
             await self._wakeup.wait()
 
-    async def begin(self, user_text: str, llm_messages: list[dict[str, str]]) -> None:
+    async def begin(self, user_text: str | None, source: Source, kind: str = "chat",
+                    merged_ids: list[int] | None = None) -> None:
+        """Commit the turn (the user's message, if any, and the empty answer), then stream from `source`."""
         db = self.registry.db
-        self.user_message_id, self.message_id = await db.begin_turn(self.thread_id, user_text, None)
-        self.emit(type="start", user_message_id=self.user_message_id, message_id=self.message_id)
-        self.task = asyncio.create_task(self._run(llm_messages), name=f"generation-{self.thread_id}")
+        self.user_message_id, self.message_id = await db.begin_turn(self.thread_id, user_text, kind, merged_ids)
+        self.emit(type="start", user_message_id=self.user_message_id, message_id=self.message_id, kind=kind)
+        self.task = asyncio.create_task(self._run(source), name=f"generation-{self.thread_id}")
 
-    async def _run(self, llm_messages: list[dict[str, str]]) -> None:
+    async def _run(self, source: Source) -> None:
         status, final, meta = "complete", {}, {}
         flusher = asyncio.create_task(self._flush_periodically())
         try:
             finish_reason, usage = None, None
-            async with provider.chat_stream(self.registry.router, llm_messages) as deltas:
+            async with source() as deltas:
                 async for delta in deltas:
                     if delta.text:
                         self.parts.append(delta.text)
@@ -122,6 +133,8 @@ class Generation:
             self.registry.finished(self)
             self.emit(**final)
             self.done = True
+        if status == "complete" and self.registry.on_complete is not None:
+            self.registry.on_complete(self.thread_id)
 
     async def _flush_periodically(self) -> None:
         interval = self.registry.flush_interval
@@ -157,6 +170,7 @@ class Registry:
         self.flush_interval = flush_interval
         self.active: dict[int, Generation] = {}
         self.saving: set[asyncio.Task[None]] = set()
+        self.on_complete: Callable[[int], None] | None = None  # called with the thread id after a saved answer
 
     def reserve(self, thread_id: int) -> Generation:
         if thread_id in self.active:

@@ -15,6 +15,8 @@ import yaml
 from litellm import Router
 
 CHAT = "chat"
+UTILITY = "utility"  # background work (titles, summaries, suggestions); falls back to `chat`
+DEFAULT_CONTEXT_WINDOW = 8192  # tokens, when neither models.yaml nor LiteLLM's model info knows
 
 # Per-chunk work LiteLLM does by default that a chat server does not need (documented module settings).
 litellm.disable_streaming_logging = True
@@ -58,6 +60,10 @@ def build_router(models: Path | None, pool_size: int) -> Router:
 
         return Router(model_list=embedded.register(pool_size=pool_size))
     config = load_model_config(models)
+    if any(str((d.get("litellm_params") or {}).get("model", "")).startswith("embedded/") for d in config["model_list"]):
+        from . import embedded  # models.yaml may use the embedded model too, e.g. as an offline fallback
+
+        embedded.register(pool_size=pool_size)
     return Router(model_list=config["model_list"], **config["router_settings"])
 
 
@@ -91,3 +97,49 @@ async def _deltas(stream: Any) -> AsyncIterator[Delta]:
         usage = getattr(chunk, "usage", None)
         if text or finish_reason or usage:  # role-only and empty deltas carry nothing
             yield Delta(text, finish_reason, usage.model_dump() if usage else None, getattr(chunk, "model", None))
+
+
+def deployments(router: Router) -> list[dict[str, Any]]:
+    return list(router.registry().all())
+
+
+def group_names(router: Router) -> set[str]:
+    return {deployment["model_name"] for deployment in deployments(router)}
+
+
+def utility_group(router: Router) -> str:
+    return UTILITY if UTILITY in group_names(router) else CHAT
+
+
+def counting_model(router: Router, group: str = CHAT) -> str:
+    """The LiteLLM model name whose tokenizer counts a group's context (its first deployment's)."""
+    return next(d["litellm_params"]["model"] for d in deployments(router) if d["model_name"] == group)
+
+
+def context_window(router: Router, group: str = CHAT) -> int:
+    """The smallest input window among a group's deployments: `model_info: {max_context_tokens: N}` in
+    models.yaml, else LiteLLM's model info for the model, else DEFAULT_CONTEXT_WINDOW."""
+    windows = []
+    for deployment in deployments(router):
+        if deployment["model_name"] != group:
+            continue
+        params, info = deployment.get("litellm_params", {}), deployment.get("model_info") or {}
+        window = info.get("max_context_tokens")
+        if window is None:
+            try:
+                known = litellm.get_model_info(params["model"])
+                window = known.get("max_input_tokens") or known.get("max_tokens")
+            except Exception:  # unknown to LiteLLM's map: fine, use the default
+                window = None
+        windows.append(int(window or DEFAULT_CONTEXT_WINDOW))
+    return min(windows, default=DEFAULT_CONTEXT_WINDOW)
+
+
+def count_tokens(model: str, messages: list[dict[str, str]]) -> int:
+    return litellm.token_counter(model=model, messages=messages)
+
+
+async def complete(router: Router, group: str, messages: list[dict[str, str]], max_tokens: int) -> str:
+    """A short non-streamed completion (background work)."""
+    response = await router.acompletion(model=group, messages=messages, max_tokens=max_tokens, stream=False)
+    return response.choices[0].message.content or ""

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
 
 from aiohttp import web
 
+from . import export, merge
 from .config import Settings
-from .context import build_context
+from .context import Budget, build_context
 from .db import Database
 from .errors import ApiError
-from .generation import Generation, Registry, ThreadBusy
+from .generation import Generation, Registry, Source, ThreadBusy, chat_source
 from .sse import stream_generation
+from .tree import load_tree
+from .utility import Utility, fallback_title, pin_suggestions
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)
 REGISTRY = web.AppKey("registry", Registry)
+UTILITY = web.AppKey("utility", Utility)
+BUDGET = web.AppKey("budget", Budget)
 
 MAX_TITLE_CHARS = 200
 
@@ -49,7 +55,12 @@ async def load_thread(request: web.Request) -> dict[str, Any]:
 
 
 def with_state(request: web.Request, thread: dict[str, Any]) -> dict[str, Any]:
-    return {**thread, "streaming": request.app[REGISTRY].get(thread["id"]) is not None}
+    """The public form of a thread: live streaming flag, a pin's starter questions, no bookkeeping fields."""
+    public = {k: v for k, v in thread.items() if k not in ("generated_suggestions", "summary_upto", "title_source")}
+    public["streaming"] = request.app[REGISTRY].get(thread["id"]) is not None
+    if thread["anchor"] is not None:
+        public["suggestions"] = pin_suggestions(thread)
+    return public
 
 
 def optional_int(body: dict[str, Any], key: str) -> int | None:
@@ -101,6 +112,8 @@ async def create_thread(request: web.Request) -> web.Response:
             raise ApiError(422, "invalid_pin", "`parent_id` is not an existing thread.")
         anchor = await validate_anchor(db, parent_id, anchor)
     thread = await db.create_thread(title.strip() if title else None, parent_id, anchor)
+    if anchor is not None:
+        request.app[UTILITY].after_pin_created(thread)
     return web.json_response(with_state(request, thread), status=201)
 
 
@@ -146,17 +159,28 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if len(message) > settings.max_message_chars:
         raise ApiError(413, "message_too_long",
                        f"`message` has {len(message)} characters; the limit is {settings.max_message_chars}.")
+    async def start(generation: Generation) -> None:
+        if thread["title"] is None:  # stands until (unless) the model gives a better one
+            await db.set_title(thread["id"], fallback_title(message), "first_message", unless=("user", "model"))
+        messages = await build_context(db, thread, message, request.app[BUDGET])
+        await generation.begin(message, chat_source(registry.router, messages))
+
+    return await run_generation(request, thread["id"], start)
+
+
+async def run_generation(request: web.Request, thread_id: int, start) -> web.StreamResponse:
+    """Reserve the thread (409 if busy), start the generation, and stream it as this response."""
+    registry = request.app[REGISTRY]
     try:
-        generation = registry.reserve(thread["id"])
+        generation = registry.reserve(thread_id)
     except ThreadBusy:
         raise ApiError(409, "thread_busy", "This thread is already answering; stop it or wait.") from None
     try:
-        history = await build_context(db, thread)
-        await generation.begin(message, history + [{"role": "user", "content": message}])
+        await start(generation)
     except BaseException:
         registry.finished(generation)
         raise
-    return await stream_generation(request, generation, settings.heartbeat)
+    return await stream_generation(request, generation, request.app[SETTINGS].heartbeat)
 
 
 @routes.post("/api/threads/{id}/cancel")
@@ -168,3 +192,62 @@ async def cancel(request: web.Request) -> web.Response:
     generation.stop("cancelled")
     await finished(generation)  # the answer is saved when we reply
     return web.json_response({"cancelled": True})
+
+
+@routes.post("/api/threads/{id}/merge")
+async def merge_threads(request: web.Request) -> web.StreamResponse:
+    db = request.app[DB]
+    thread = await load_thread(request)
+    body = await read_json(request)
+    fmt = body.get("format")
+    if fmt not in merge.FORMATS:
+        raise ApiError(422, "invalid_format", f"`format` must be one of: {', '.join(merge.FORMATS)}.")
+    instruction = body.get("instruction")
+    if fmt == "custom" and (not isinstance(instruction, str) or not instruction.strip()):
+        raise ApiError(422, "invalid_instruction", "The custom format needs an `instruction`.")
+    if instruction is not None and (not isinstance(instruction, str) or len(instruction) > merge.MAX_INSTRUCTION_CHARS):
+        raise ApiError(422, "invalid_instruction",
+                       f"`instruction` must be a string of at most {merge.MAX_INSTRUCTION_CHARS} characters.")
+    chosen = body.get("threads")
+    if (not isinstance(chosen, list) or not chosen
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in chosen)):
+        raise ApiError(422, "invalid_threads", "`threads` must be a non-empty list of thread ids.")
+    tree = await load_tree(db, thread["id"])
+    foreign = sorted(set(chosen) - {node.thread["id"] for node in tree.nodes()})
+    if foreign:
+        raise ApiError(422, "foreign_threads", f"Not in this conversation's tree: {foreign}.")
+    text = merge.transcript(tree, set(chosen))
+
+    async def start(generation: Generation) -> None:
+        if fmt == "transcript":  # no model: the text is already here
+            source: Source = functools.partial(merge.verbatim, text)
+        else:
+            source = chat_source(request.app[REGISTRY].router, merge.merge_messages(text, fmt, instruction))
+        await generation.begin(None, source, kind="merge", merged_ids=sorted(set(chosen)))
+
+    return await run_generation(request, thread["id"], start)
+
+
+@routes.get("/api/threads/{id}/export")
+async def export_thread(request: web.Request) -> web.Response:
+    thread = await load_thread(request)
+    fmt = request.query.get("format", "md")
+    if fmt not in ("md", "json"):
+        raise ApiError(422, "invalid_format", "`format` must be md or json.")
+    tree = await load_tree(request.app[DB], thread["id"])
+    name = f"conversation-{thread['id']}.{fmt}"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    if fmt == "json":
+        return web.json_response(export.to_json(tree), headers=headers)
+    return web.Response(text=export.to_markdown(tree), content_type="text/markdown", headers=headers)
+
+
+@routes.post("/api/import")
+async def import_thread(request: web.Request) -> web.Response:
+    document = await read_json(request)
+    try:
+        root_id = await export.import_tree(request.app[DB], document)
+    except export.InvalidExport as exc:
+        raise ApiError(422, "invalid_export", str(exc)) from None
+    thread = await request.app[DB].get_thread(root_id)
+    return web.json_response(with_state(request, thread), status=201)

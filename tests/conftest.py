@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from dataclasses import replace
@@ -17,12 +18,14 @@ from tests.fake_upstream import FakeUpstream
 
 
 def write_models_file(path: Path, primary: FakeUpstream, backup: FakeUpstream | None = None) -> Path:
-    """A LiteLLM model_list: group `chat` on `primary`; with `backup`, a fallback group `chat-backup` on it."""
-    def deployment(name: str, fake: FakeUpstream) -> dict:
+    """A LiteLLM model_list: groups `chat` and `utility` on `primary`; with `backup`, a fallback group
+    `chat-backup` on it."""
+    def deployment(name: str, fake: FakeUpstream, model: str = "fake-model") -> dict:
         return {"model_name": name,
-                "litellm_params": {"model": "openai/fake-model", "api_base": fake.url, "api_key": "sk-fake"}}
+                "litellm_params": {"model": f"openai/{model}", "api_base": fake.url, "api_key": "sk-fake"}}
 
-    config: dict = {"model_list": [deployment("chat", primary)], "router_settings": {"num_retries": 0}}
+    config: dict = {"model_list": [deployment("chat", primary), deployment("utility", primary, "fake-utility")],
+                    "router_settings": {"num_retries": 0}}
     if backup is not None:
         config["model_list"].append(deployment("chat-backup", backup))
         config["router_settings"]["fallbacks"] = [{"chat": ["chat-backup"]}]
@@ -80,6 +83,14 @@ class App:
                 async for sse in src.aiter_sse():
                     events.append({"id": sse.id, **json.loads(sse.data)})
         return events
+
+    async def idle(self) -> None:
+        """Wait until the app's background model work (titles, summaries, suggestions) is done."""
+        from server.routes import UTILITY
+
+        utility = self.client.server.app[UTILITY]
+        while utility.tasks:
+            await asyncio.gather(*list(utility.tasks), return_exceptions=True)
 
     def rows(self, sql: str, *args) -> list[sqlite3.Row]:
         """Read the SQLite file directly, as another process would."""

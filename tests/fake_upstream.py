@@ -10,6 +10,10 @@ What a request gets, in order of precedence:
    fail_after, hang_after;
 3. a short default reply.
 
+Requests for a model whose name contains "utility" (the app's background group: titles, summaries, starter
+questions) are kept apart: their own `push_utility()` queue, `utility_records`, and a default reply that fits the
+prompt, so background work never takes a script meant for a chat.
+
 Run it alone: `python -m tests.fake_upstream --port 9100`.
 """
 
@@ -74,6 +78,8 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.scripts: deque[Script] = deque()
         self.records: list[Record] = []
+        self.utility_scripts: deque[Script] = deque()
+        self.utility_records: list[Record] = []
         self.request_seen = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -85,6 +91,9 @@ class FakeUpstream:
 
     def push(self, *scripts: Script) -> None:
         self.scripts.extend(scripts)
+
+    def push_utility(self, *scripts: Script) -> None:
+        self.utility_scripts.extend(scripts)
 
     async def start(self, port: int = 0) -> FakeUpstream:
         app = web.Application()
@@ -112,19 +121,24 @@ class FakeUpstream:
         await asyncio.wait_for(record.ended.wait(), max(0.0, deadline - time.monotonic()))
         return record
 
-    def _script_for(self, body: dict) -> Script:
-        if self.scripts:
-            return self.scripts.popleft()
+    def _script_for(self, body: dict, utility: bool) -> Script:
+        queue = self.utility_scripts if utility else self.scripts
+        if queue:
+            return queue.popleft()
         users = [m for m in body.get("messages", []) if m.get("role") == "user"]
         content = users[-1].get("content", "") if users else ""
-        return Script.from_message(content if isinstance(content, str) else "") or Script()
+        content = content if isinstance(content, str) else ""
+        if utility:
+            return Script(tokens=[_utility_reply(content)])
+        return Script.from_message(content) or Script()
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         record = Record(body=body)
-        self.records.append(record)
+        utility = "utility" in str(body.get("model", ""))
+        (self.utility_records if utility else self.records).append(record)
         self.request_seen.set()
-        script = self._script_for(body)
+        script = self._script_for(body, utility)
         try:
             if script.status != 200:
                 record.outcome = "error_status"
@@ -171,6 +185,16 @@ class FakeUpstream:
             record.outcome = "client_closed"
             raise
         return resp
+
+
+def _utility_reply(prompt: str) -> str:
+    if "summary" in prompt:
+        return f"Summary of {prompt.count(chr(10) + 'user: ') + prompt.count(chr(10) + 'assistant: ')} new messages."
+    if "title" in prompt:
+        return "Scripted Title"
+    if "questions" in prompt:
+        return "1. What does this passage mean?\n2. Where does it come from?\n3. How is it used?"
+    return "ok"
 
 
 def _chunk(model: str, delta: dict, finish_reason: str | None = None) -> dict:

@@ -53,11 +53,12 @@ async def test_nested_pins_carry_every_ancestor(app, fake):
     pin_answer = pin_events[0]["message_id"]
     nested = await app.new_thread(parent_id=pin["id"], anchor={"message_id": pin_answer, "start": 6, "end": 15})
     assert nested["anchor"]["text"] == "2 million"
+    await app.idle()  # the main thread's summary is written
     fake.push(Script(tokens=["ok"]))
     await app.chat(nested["id"], "Is that the metro area?")
     assert fake.records[-1].messages == [
-        {"role": "user", "content": "Tell me about Paris"},
-        {"role": "assistant", "content": ANSWER},
+        # further ancestors are represented by their summaries; the parent by its messages up to the anchor
+        {"role": "system", "content": 'Summary of the earlier conversation "Paris":\nSummary of 2 new messages.'},
         {"role": "system", "content": PIN_NOTE.format(text="Paris")},
         {"role": "user", "content": "How big?"},
         {"role": "assistant", "content": "About 2 million people live in Paris."},
