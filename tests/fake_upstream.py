@@ -147,6 +147,7 @@ class FakeUpstream:
                     status=script.status,
                 )
             if not body.get("stream"):
+                await asyncio.sleep(script.first_delay)
                 record.outcome = "completed"
                 return web.json_response(_completion(body, "".join(script.tokens), script.finish_reason))
             return await self._stream(request, body, script, record)
