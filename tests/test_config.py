@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from server.config import parse_args
-from server.provider import ModelConfigError, build_router, group_names, load_model_config
+from server.provider import ModelConfigError, build_router, context_window, group_names, load_model_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "models.example.yaml"
 
@@ -25,10 +25,11 @@ def test_example_groq_entry_and_fallback_build_a_router(tmp_path, monkeypatch):
     models.write_text("\n".join(enabled))
     monkeypatch.setenv("GROQ_API_KEY", "gsk-test")
     config = load_model_config(models)
-    assert [m["model_name"] for m in config["model_list"]] == ["chat", "chat-fallback"]
+    assert [m["model_name"] for m in config["model_list"]] == ["chat", "chat-fallback", "utility", "chat-offline"]
     assert config["router_settings"]["fallbacks"] == [{"chat": ["chat-fallback"]}]
     router = build_router(models, pool_size=1)
-    assert group_names(router) == {"chat", "chat-fallback"}
+    assert group_names(router) == {"chat", "chat-fallback", "utility", "chat-offline"}
+    assert context_window(router, "chat-offline") == 2048
 
 
 def test_example_as_shipped_is_refused_with_a_clear_message():
