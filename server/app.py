@@ -47,6 +47,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     app[REGISTRY] = Registry(db, app[ROUTER], app[SETTINGS].flush_interval)
     app[UTILITY] = Utility(db, app[ROUTER])
     app[REGISTRY].on_complete = app[UTILITY].after_answer
+    await provider.warm_up(app[ROUTER])
     yield
     await app[REGISTRY].shutdown()
     await app[UTILITY].shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from typing import Any
 import litellm
 import yaml
 from litellm import Router
+
+log = logging.getLogger(__name__)
 
 CHAT = "chat"
 UTILITY = "utility"  # background work (titles, summaries, suggestions); falls back to `chat`
@@ -68,13 +71,14 @@ def build_router(models: Path | None, pool_size: int) -> Router:
 
 
 @asynccontextmanager
-async def chat_stream(router: Router, messages: list[dict[str, str]]) -> AsyncIterator[AsyncIterator[Delta]]:
+async def chat_stream(router: Router, messages: list[dict[str, str]], **kwargs: Any
+                      ) -> AsyncIterator[AsyncIterator[Delta]]:
     """Open a streamed completion; the upstream stream is closed however the caller leaves the block.
 
     The Router's retries and fallbacks happen inside `acompletion`, i.e. before the first token.
     """
     stream = await router.acompletion(
-        model=CHAT, messages=messages, stream=True, stream_options={"include_usage": True}
+        model=CHAT, messages=messages, stream=True, stream_options={"include_usage": True}, **kwargs
     )
     deltas = _deltas(stream)
     try:
@@ -82,6 +86,17 @@ async def chat_stream(router: Router, messages: list[dict[str, str]]) -> AsyncIt
     finally:
         # Shielded: a second cancellation must not leave the provider generating for nobody.
         await asyncio.shield(_close(deltas, stream))
+
+
+async def warm_up(router: Router) -> None:
+    """LiteLLM sets up its streaming path lazily on the first call (100-400 ms on the event loop): pay that at
+    startup with a mocked call (no provider request), not inside the first user's stream."""
+    try:
+        async with chat_stream(router, [{"role": "user", "content": "warm-up"}], mock_response="ok") as deltas:
+            async for _ in deltas:
+                pass
+    except Exception as exc:  # only an optimisation
+        log.info("LiteLLM warm-up skipped: %s", exc)
 
 
 async def _close(deltas: Any, stream: Any) -> None:
