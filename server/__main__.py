@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
 from .config import parse_args
+
+
+async def settle_heap(_app) -> None:
+    """Move everything loaded at start-up (LiteLLM and its provider SDKs: ~400k objects) out of the garbage
+    collector's reach. Otherwise each full collection walks them all, pausing every stream for 130-600 ms
+    (measured in bench/: p99 added latency 699 ms -> 106 ms at 100 streams x 30 tokens/s)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)  # fewer young collections: per-token objects die young anyway
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         app = create_app(settings)
     except (ModelConfigError, RuntimeError) as exc:
         sys.exit(f"error: {exc}")
+    app.on_startup.append(settle_heap)  # runs after the app's own start-up (database, LiteLLM warm-up)
     model = f"models from {settings.models}" if settings.models else "the embedded SmolLM2-135M-Instruct model"
     url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}/"
 

@@ -5,10 +5,6 @@ llama.cpp calls block, so each stream generates in its own worker thread on an i
 pool; tokens reach the event loop through loop.call_soon_threadsafe into an asyncio.Queue.
 """
 
-import os
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else litellm fetches a price map at import
-
 import asyncio
 import collections
 import functools
