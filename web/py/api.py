@@ -3,11 +3,14 @@
 * `request_json()` and the small helpers (`list_threads`, `get_thread`, `create_thread`, ...) speak the JSON API;
   a non-2xx answer raises `ApiError` with the server's `{"error": {"code", "message"}}`, an unreachable server
   raises `ApiError(0, "unreachable", ...)`.
-* `Streams` owns the chat streams, at most one per thread: `start()` POSTs the message with an `AbortController`
+* `Streams` owns the streams (chats, and merges keyed by a merge key), at most one per thread: `start()` POSTs the message with an `AbortController`
   made here, reads `response.body.getReader()` in a loop, turns each chunk into bytes (`to_bytes()`), feeds the SSE
   parser and routes the events into the store. `stop()` asks the server to cancel (so the saved partial answer is
   exactly what was shown) and aborts the fetch if the server does not end the stream soon; `abort_all()` (page
   hide) aborts at once. An abort ends as a clean "interrupted" state, never as an exception on screen.
+  `start_merge()` streams a merged write-up the same way (same parser, same store calls, under its own key).
+* Browser services used by the merge dialog and the import: `copy_text` (clipboard), `download_text` (Blob + object
+  URL + `<a download>`), `read_file` (a picked File).
 
 Pitfalls handled (../shared/notes/pyodide-frontend.md): `abort()` is called with no argument (a string reason hangs
 the Python await); a cancelled asyncio task does not cancel the fetch, so cancellation aborts it; tasks are kept
@@ -27,7 +30,7 @@ from sse import Event, SSEParser
 from store import Store
 
 __all__ = ["ApiError", "Streams", "request_json", "list_threads", "get_thread", "create_thread", "delete_thread",
-           "cancel", "MAX_STREAMS"]
+           "cancel", "export_url", "read_file", "import_conversation", "copy_text", "download_text", "MAX_STREAMS"]
 
 # Browsers open at most 6 HTTP/1.1 connections per origin; keep one free for the JSON API calls.
 MAX_STREAMS = 5
@@ -113,10 +116,64 @@ async def cancel(thread_id: int) -> bool:
     return bool((await request_json("POST", f"/api/threads/{thread_id}/cancel", {}))["cancelled"])
 
 
-class _Stream:
-    """The live parts of one chat stream: its task, its AbortController and whether it has ended."""
+def export_url(thread_id: int, fmt: str) -> str:
+    """The download address of a conversation's export (the server sends it as an attachment)."""
+    return f"/api/threads/{thread_id}/export?format={fmt}"
 
-    def __init__(self) -> None:
+
+async def read_file(file) -> str:
+    """The text of a File the user picked (`<input type=file>`)."""
+    try:
+        return str(await file.text())
+    except JsException as exc:
+        raise ApiError(0, "unreadable_file", f"Cannot read {file.name}: {exc}") from None
+
+
+async def import_conversation(text: str) -> dict:
+    """POST a JSON export back; the server answers with the new root thread."""
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise ApiError(0, "invalid_export", f"This file is not JSON ({exc}).") from None
+    if not isinstance(document, dict):
+        raise ApiError(0, "invalid_export", "This file is not a pinchat export.")
+    return await request_json("POST", "/api/import", document)
+
+
+async def copy_text(text: str) -> None:
+    """Put `text` on the clipboard. Raises ApiError when the browser refuses (no permission, not focused...)."""
+    clipboard = js.navigator.clipboard
+    if not clipboard:
+        raise ApiError(0, "no_clipboard", "This browser gives no clipboard access here.")
+    try:
+        await clipboard.writeText(text)
+    except JsException as exc:
+        raise ApiError(0, "clipboard_refused", f"The browser refused to copy ({exc}).") from None
+
+
+async def download_text(text: str, filename: str, mime: str = "text/markdown") -> None:
+    """Save `text` as a file: a Blob, an object URL, a click on an `<a download>`, then the URL is revoked."""
+    blob = js.Blob.new(to_js([text]), _js_obj({"type": f"{mime};charset=utf-8"}))
+    url = js.URL.createObjectURL(blob)
+    link = js.document.createElement("a")
+    link.href = url
+    link.download = filename
+    link.hidden = True
+    js.document.body.appendChild(link)
+    try:
+        link.click()
+    finally:
+        link.remove()
+        await asyncio.sleep(1)  # let the download start before its URL goes
+        js.URL.revokeObjectURL(url)
+
+
+class _Stream:
+    """The live parts of one stream: the thread it runs on (what Stop cancels), its task, its AbortController
+    and whether it has ended."""
+
+    def __init__(self, thread_id: int) -> None:
+        self.thread_id = thread_id
         self.controller = js.AbortController.new()
         self.task: asyncio.Task | None = None
         self.ended = asyncio.Event()
@@ -137,35 +194,59 @@ class Streams:
         self.live: dict[int, _Stream] = {}
         self.tasks: set[asyncio.Task] = set()  # strong references to helper tasks (stop)
 
-    def is_live(self, thread_id: int) -> bool:
-        return thread_id in self.live
+    def is_live(self, key) -> bool:
+        return key in self.live
 
-    def start(self, thread_id: int, text: str) -> bool:
-        """Send `text` to the thread and stream the answer into the store. False if it cannot start now."""
-        state = self.store.thread(thread_id)
-        if thread_id in self.live or state.streaming:
-            self.store.set_error(thread_id, {"code": "thread_busy",
-                                             "message": "This thread is still answering: stop it or wait."})
+    def busy_threads(self) -> set[int]:
+        """The threads a stream of this page runs on (a merge runs on its main thread)."""
+        return {stream.thread_id for stream in self.live.values()}
+
+    def _can_start(self, key, thread_id: int) -> bool:
+        state = self.store.thread(key)
+        if key in self.live or state.streaming or thread_id in self.busy_threads():
+            self.store.set_error(key, {"code": "thread_busy",
+                                       "message": "This thread is still answering: stop it or wait."})
             return False
         if len(self.live) >= MAX_STREAMS:
-            self.store.set_error(thread_id, {
+            self.store.set_error(key, {
                 "code": "too_many_streams",
                 "message": f"{MAX_STREAMS} answers are already streaming; stop one first "
                            "(the browser allows only 6 connections to this server)."})
             return False
-        stream = _Stream()
-        self.live[thread_id] = stream
-        self.store.begin_send(thread_id, text)
-        stream.task = asyncio.ensure_future(self._run(thread_id, text, stream))
         return True
 
-    def stop(self, thread_id: int) -> None:
+    def start(self, thread_id: int, text: str) -> bool:
+        """Send `text` to the thread and stream the answer into the store. False if it cannot start now."""
+        if not self._can_start(thread_id, thread_id):
+            return False
+        self.store.begin_send(thread_id, text)
+        self._launch(thread_id, thread_id, f"/api/threads/{thread_id}/chat", {"message": text})
+        return True
+
+    def start_merge(self, key, thread_id: int, threads: list[int], fmt: str, instruction: str | None) -> bool:
+        """Stream a merged write-up of `threads` (saved by the server as a message of `thread_id`) into the
+        store under `key`. Stopped with `stop(key)`, like a chat."""
+        if not self._can_start(key, thread_id):
+            return False
+        body: dict = {"threads": list(threads), "format": fmt}
+        if instruction:
+            body["instruction"] = instruction
+        self.store.begin_merge(key, threads)
+        self._launch(key, thread_id, f"/api/threads/{thread_id}/merge", body)
+        return True
+
+    def _launch(self, key, thread_id: int, url: str, body: dict) -> None:
+        stream = _Stream(thread_id)
+        self.live[key] = stream
+        stream.task = asyncio.ensure_future(self._run(key, url, body, stream))
+
+    def stop(self, key) -> None:
         """Stop button / Esc: the server cancels and ends the stream with `interrupted`; abort if it does not."""
-        stream = self.live.get(thread_id)
+        stream = self.live.get(key)
         if stream is None:
             return
-        self.store.set_stopping(thread_id)
-        task = asyncio.ensure_future(self._stop(thread_id, stream))
+        self.store.set_stopping(key)
+        task = asyncio.ensure_future(self._stop(stream))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -174,9 +255,9 @@ class Streams:
         for stream in list(self.live.values()):
             stream.abort()
 
-    async def _stop(self, thread_id: int, stream: _Stream) -> None:
+    async def _stop(self, stream: _Stream) -> None:
         try:
-            await cancel(thread_id)
+            await cancel(stream.thread_id)
         except ApiError:
             stream.abort()
             return
@@ -185,7 +266,8 @@ class Streams:
         except TimeoutError:
             stream.abort()
 
-    async def _run(self, thread_id: int, text: str, stream: _Stream) -> None:
+    async def _run(self, thread_id, url: str, body: dict, stream: _Stream) -> None:
+        """Stream one answer into the store under `thread_id` (a thread id, or a merge key)."""
         store = self.store
         parser = SSEParser()
         started = False
@@ -194,10 +276,10 @@ class Streams:
             options = {
                 "method": "POST",
                 "headers": {"Content-Type": "application/json", "Accept": "text/event-stream"},
-                "body": json.dumps({"message": text}),
+                "body": json.dumps(body),
                 "signal": stream.controller.signal,
             }
-            resp = await js.fetch(f"/api/threads/{thread_id}/chat", _js_obj(options))
+            resp = await js.fetch(url, _js_obj(options))
             if not resp.ok:
                 error = await _error_from_response(resp)
                 store.fail_before_start(thread_id, error.as_dict())

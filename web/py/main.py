@@ -1,5 +1,10 @@
 """The app's controller: wires the store, the streams (api.py) and the view, and turns user intents into API calls.
 
+Besides chat and pins it loads the whole tree of the open conversation (every pin's detail, for the tree, the
+breadcrumbs and the anchor hover cards), refreshes a thread's info a few times after an answer (the server writes
+titles, summaries and a pin's generated starter questions in the background), and runs merge, copy/download,
+export/import and delete for the view.
+
 index.html runs `await main.start()` once Pyodide is up. The URL hash remembers what is open (`#t=<thread>&p=<pin>,
 <pin>`), so a reload shows the same thread and pin panels, with their history from the server.
 """
@@ -11,7 +16,9 @@ import asyncio
 import js
 
 import api
+import tree
 from api import ApiError, Streams
+from merge_view import merge_key
 from store import Store
 from view import Listeners, View
 
@@ -20,7 +27,9 @@ __all__ = ["App", "start"]
 APP: App | None = None
 RETRY_S = 3.0
 WATCH_S = 1.0
-TITLE_DELAY_S = 4.0
+# After an answer the server writes a title and a summary in the background (and a new pin gets its generated
+# starter questions): look again after these delays, so they show without a reload.
+REFRESH_DELAYS_S = (0.0, 1.0, 3.0)
 
 
 class App:
@@ -32,6 +41,7 @@ class App:
         self.listeners = Listeners()
         self.listeners.add(js.window, "pagehide", self._on_pagehide)
         self._watching: set[int] = set()
+        self._loading: set[int] = set()
 
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -91,6 +101,26 @@ class App:
         self.open_thread(thread["id"], load=False)
         self.view.panels[thread["id"]].focus()
 
+    def busy_threads(self) -> set[int]:
+        return self.streams.busy_threads()
+
+    def in_open_tree(self, thread_id: int) -> bool:
+        return self.view.main_id is not None and tree.path(self.store, thread_id)[0] == self.view.main_id
+
+    def open_any(self, thread_id: int) -> None:
+        """A tree node or a breadcrumb: the main thread is shown already (bring it into view), a pin opens."""
+        if thread_id == self.view.main_id:
+            self.view.flash(thread_id)
+            self.view.panels[thread_id].focus()
+        else:
+            self.open_pin(thread_id)
+
+    def preload(self, thread_id: int) -> None:
+        """Load a thread in the background (the hover card of a pin not opened yet)."""
+        state = self.store.get(thread_id)
+        if (state is None or not state.loaded) and thread_id not in self._loading:
+            self.spawn(self._load(thread_id))
+
     def open_thread(self, thread_id: int, pins: list[int] = (), load: bool = True) -> None:
         if thread_id == self.view.main_id and not pins:  # already shown: keep its pin panels, refresh it
             self.spawn(self._load(thread_id))
@@ -104,9 +134,12 @@ class App:
         self._save_hash()
 
     async def _load(self, thread_id: int) -> None:
+        """Load a thread (messages, pins), then the pins of the open conversation not loaded yet: the tree."""
+        self._loading.add(thread_id)
         try:
             detail = await api.get_thread(thread_id)
         except ApiError as exc:
+            self._loading.discard(thread_id)
             if exc.status == 404:
                 self.store.remove_thread(thread_id)
                 if self.view.main_id == thread_id:
@@ -118,15 +151,29 @@ class App:
             else:
                 self.store.set_error(thread_id, exc.as_dict())
             return
+        self._loading.discard(thread_id)
         self.store.load_thread(detail)
-        if detail.get("streaming") and not self.streams.is_live(thread_id) and thread_id not in self._watching:
+        self._follow(detail)
+
+    def _follow(self, detail: dict) -> None:
+        """After a snapshot: load the pins of the open tree we have not seen, follow streams of other tabs."""
+        thread_id = detail["id"]
+        if not self.in_open_tree(thread_id):
+            return
+        for pin in detail.get("pins") or ():
+            self.preload(pin["id"])
+        if (detail.get("streaming") and thread_id not in self.streams.busy_threads()
+                and thread_id not in self._watching):
             self.spawn(self._watch(thread_id))  # answering for another tab: follow it until it ends
 
     async def _watch(self, thread_id: int) -> None:
         self._watching.add(thread_id)
         try:
-            while thread_id in self.view.panels and not self.streams.is_live(thread_id):
+            while ((thread_id in self.view.panels or self.in_open_tree(thread_id))
+                   and thread_id not in self.streams.busy_threads()):
                 await asyncio.sleep(WATCH_S)
+                if thread_id in self.streams.busy_threads():
+                    break
                 detail = await api.get_thread(thread_id)
                 self.store.load_thread(detail)
                 if not detail.get("streaming"):
@@ -139,8 +186,9 @@ class App:
     def send(self, thread_id: int, text: str) -> bool:
         return self.streams.start(thread_id, text)
 
-    def stop(self, thread_id: int) -> None:
-        self.streams.stop(thread_id)
+    def stop(self, key) -> None:
+        """Stop the stream of a thread, or of a merge (its merge key)."""
+        self.streams.stop(key)
 
     def pin(self, parent_id: int, message_id: int, start: int, end: int) -> None:
         self.spawn(self._pin(parent_id, message_id, start, end))
@@ -155,12 +203,11 @@ class App:
         self.store.add_pin(parent_id, pin)
         self.view.open_pin(pin["id"]).focus()
         self._save_hash()
+        self.spawn(self._refresh_info(pin["id"], REFRESH_DELAYS_S[1:]))  # the generated starter questions
 
     def open_pin(self, pin_id: int, parent_id: int | None = None) -> None:
-        state = self.store.get(pin_id)
         self.view.open_pin(pin_id).focus()
-        if state is None or not state.loaded:
-            self.spawn(self._load(pin_id))
+        self.preload(pin_id)
         self._save_hash()
 
     def close_pin(self, pin_id: int) -> None:
@@ -169,13 +216,108 @@ class App:
 
     # ---- stream ends, page hide -------------------------------------------------------------------------------
 
-    def _on_stream_end(self, thread_id: int, outcome: str) -> None:
-        self.spawn(self._refresh_after_answer())
+    def _on_stream_end(self, key, outcome: str) -> None:
+        if isinstance(key, str):  # a merge ("merge:<thread id>"): its message is now in that thread
+            self.spawn(self._reload_messages(int(key.rpartition(":")[2])))
+            self.spawn(self.refresh_list())
+            return
+        self.spawn(self._refresh_info(key, REFRESH_DELAYS_S, with_list=True))
 
-    async def _refresh_after_answer(self) -> None:
-        """The list's order and "answering" dots change now; the server titles a new thread in the background."""
-        await self.refresh_list()
-        await asyncio.sleep(TITLE_DELAY_S)
+    async def _reload_messages(self, thread_id: int) -> None:
+        try:
+            self.store.load_thread(await api.get_thread(thread_id))
+        except ApiError:
+            pass
+
+    async def _refresh_info(self, thread_id: int, delays, with_list: bool = False) -> None:
+        """Take the thread's title, summary and starter questions (and the list's order and titles) again after
+        each delay: the server writes them in the background. The messages shown are not replaced."""
+        for delay in delays:
+            if delay:
+                await asyncio.sleep(delay)
+            if with_list:
+                await self.refresh_list()
+            if self.store.get(thread_id) is None:
+                return
+            try:
+                detail = await api.get_thread(thread_id)
+            except ApiError:
+                return
+            self.store.load_thread(detail, messages=False)
+            self._follow(detail)
+
+    # ---- merge, export / import, delete -----------------------------------------------------------------------
+
+    def start_merge(self, key: str, thread_id: int, threads: list[int], fmt: str, instruction: str | None) -> bool:
+        return self.streams.start_merge(key, thread_id, threads, fmt, instruction)
+
+    def copy_merge(self, text: str) -> None:
+        self.spawn(self._copy(text))
+
+    async def _copy(self, text: str) -> None:
+        try:
+            await api.copy_text(text)
+        except ApiError as exc:
+            self.view.merge.set_feedback(f"{exc.message} Select the text above and copy it by hand.", "error")
+            return
+        self.view.merge.set_feedback("Copied as Markdown.")
+
+    def download_merge(self, text: str, thread_id: int | None) -> None:
+        name = f"merge-{thread_id}.md" if thread_id is not None else "merge.md"
+        self.spawn(api.download_text(text if text.endswith("\n") else text + "\n", name))
+        self.view.merge.set_feedback(f"Downloading {name}.")
+
+    def keep_merge(self, thread_id: int | None, message_id: int | None) -> None:
+        if thread_id is None:
+            return
+        if thread_id != self.view.main_id:
+            self.open_thread(thread_id)
+        self.spawn(self._keep(thread_id, message_id))
+
+    async def _keep(self, thread_id: int, message_id: int | None) -> None:
+        await self._reload_messages(thread_id)
+        if message_id is None:
+            return
+        for _ in range(20):  # the panel draws on the next animation frame
+            if self.view.show_message(thread_id, message_id):
+                return
+            await asyncio.sleep(0.05)
+
+    def import_file(self, file) -> None:
+        self.spawn(self._import(file))
+
+    async def _import(self, file) -> None:
+        try:
+            thread = await api.import_conversation(await api.read_file(file))
+        except ApiError as exc:
+            self.view.show_global_error(f"Could not import {file.name}: {exc.message}")
+            return
+        self.view.show_global_error(None)
+        self.store.upsert_listed_thread(thread)
+        self.open_thread(thread["id"])
+
+    def delete_thread(self, thread_id: int) -> None:
+        self.spawn(self._delete(thread_id))
+
+    async def _delete(self, thread_id: int) -> None:
+        try:
+            await api.delete_thread(thread_id)
+        except ApiError as exc:
+            if exc.status != 404:
+                self.view.show_global_error(f"Could not delete: {exc.message}")
+                return
+        self.view.show_global_error(None)
+        was_open = self.view.main_id == thread_id or thread_id in self.view.pin_ids
+        for tid in self.store.subtree_ids(thread_id):
+            if tid in self.view.pin_ids:
+                self.view.close_pin(tid)
+        self.store.remove_thread(thread_id)
+        if self.view.main_id == thread_id:
+            self.view.show_thread(None)
+            if self.store.thread_list:
+                self.open_thread(self.store.thread_list[0]["id"])
+        if was_open:
+            self._save_hash()
         await self.refresh_list()
 
     def _on_pagehide(self, event) -> None:

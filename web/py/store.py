@@ -8,7 +8,11 @@ subscribers are notified. The sidebar's list of top-level threads has its own su
 
 Callbacks are called as `callback(thread_id, kind)` (`kind` says what changed: "load", "send", "start", "tokens",
 "end", "error", "pins", "info") and must not raise; the view only marks the thread dirty and renders on the next
-animation frame, reading the state itself.
+animation frame, reading the state itself. `subscribe_any` callbacks hear of every thread (but not of tokens):
+the conversation tree redraws from them.
+
+A merge streams like an answer, into a state of its own keyed by a merge key (a string, see merge_view.py):
+`begin_merge()`, then the same `on_start` / `append_tokens` / `finish` as a chat.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class Message:
     created_at: str | None = None
     error: dict | None = None  # {"code", "message"} when this message failed
     parts: list[str] | None = None  # the streaming buffer while this message streams
+    kind: str = "chat"  # "chat" | "merge" (a merged write-up of `merged_ids`)
+    merged_ids: list[int] | None = None
     key: str = field(default_factory=_new_key)
 
     @classmethod
@@ -59,6 +65,8 @@ class Message:
             model=data.get("model"),
             usage=data.get("usage"),
             created_at=data.get("created_at"),
+            kind=data.get("kind") or "chat",
+            merged_ids=list(data.get("merged_ids") or []) or None,
         )
 
     @property
@@ -112,6 +120,7 @@ class Store:
         self.thread_list: list[dict] = []  # top-level threads, newest first, as the server lists them
         self._subscribers: dict[int, list[Callback]] = {}
         self._list_subscribers: list[Callable[[], None]] = []
+        self._any_subscribers: list[Callback] = []  # told about every thread (the tree), except "tokens"
 
     # ---- subscriptions ----------------------------------------------------------------------------------------
 
@@ -138,9 +147,21 @@ class Store:
         if callback in self._list_subscribers:
             self._list_subscribers.remove(callback)
 
+    def subscribe_any(self, callback: Callback) -> None:
+        """`callback(thread_id, kind)` for a change of any thread, tokens excepted (they change no structure)."""
+        if callback not in self._any_subscribers:
+            self._any_subscribers.append(callback)
+
+    def unsubscribe_any(self, callback: Callback) -> None:
+        if callback in self._any_subscribers:
+            self._any_subscribers.remove(callback)
+
     def _notify(self, thread_id: int, kind: str) -> None:
         for callback in self.subscribers(thread_id):
             callback(thread_id, kind)
+        if kind != "tokens":
+            for callback in list(self._any_subscribers):
+                callback(thread_id, kind)
 
     def _notify_list(self) -> None:
         for callback in list(self._list_subscribers):
@@ -176,24 +197,56 @@ class Store:
         self._notify_list()
 
     def remove_thread(self, thread_id: int) -> None:
-        self.threads.pop(thread_id, None)
+        """The thread is gone on the server: forget it, its pins (and theirs) and its place in the parent."""
+        gone = self.subtree_ids(thread_id)
+        state = self.threads.get(thread_id)
+        parent = self.threads.get(state.parent_id) if state is not None and state.parent_id is not None else None
+        for tid in gone:
+            self.threads.pop(tid, None)
         self.thread_list = [t for t in self.thread_list if t.get("id") != thread_id]
         self._notify_list()
-        self._notify(thread_id, "load")
+        if parent is not None:
+            parent.pins = [p for p in parent.pins if p.get("id") != thread_id]
+            self._notify(parent.thread_id, "pins")
+        for tid in gone:
+            self._notify(tid, "load")
+
+    def subtree_ids(self, thread_id: int) -> list[int]:
+        """`thread_id` and every pin below it that the store knows of, parents first."""
+        out, todo, seen = [], [thread_id], set()
+        while todo:
+            tid = todo.pop(0)
+            if tid in seen:
+                continue
+            seen.add(tid)
+            out.append(tid)
+            state = self.threads.get(tid)
+            if state is not None:
+                todo.extend(p["id"] for p in state.pins if p.get("id") is not None)
+        return out
 
     def set_info(self, info: dict) -> None:
         state = self.thread(info["id"])
         state.info = {k: v for k, v in info.items() if k not in ("messages", "pins")}
         self._notify(state.thread_id, "info")
 
-    def load_thread(self, detail: dict) -> None:
+    def load_thread(self, detail: dict, *, messages: bool = True) -> None:
         """Take the server's `GET /api/threads/{id}` answer. While this page streams into the thread, its local
-        messages are newer than the server's snapshot: only the info and pins are taken then."""
+        messages are newer than the server's snapshot: only the info and pins are taken then (and always with
+        `messages=False`, unless nothing was loaded yet). A message the page already shows keeps its key, so the
+        view keeps its element."""
         state = self.thread(detail["id"])
         state.info = {k: v for k, v in detail.items() if k not in ("messages", "pins")}
         state.pins = list(detail.get("pins") or [])
-        if not state.streaming:
-            state.messages = [Message.from_api(m) for m in detail.get("messages") or []]
+        if not state.streaming and (messages or not state.loaded):
+            keys = {m.id: m.key for m in state.messages if m.id is not None}
+            fresh = []
+            for data in detail.get("messages") or []:
+                message = Message.from_api(data)
+                if message.id in keys:
+                    message.key = keys[message.id]
+                fresh.append(message)
+            state.messages = fresh
             state.loaded = True
         self._notify(state.thread_id, "load")
 
@@ -223,6 +276,25 @@ class Store:
         state.parts = answer.parts
         state.streaming_message = answer
         self._notify(thread_id, "send")
+        return answer
+
+    def begin_merge(self, key, merged_ids: list[int] | None = None) -> Message:
+        """A merge starts streaming into `key` (a state of its own, not a thread): only an answer, no question;
+        the previous merge shown there goes."""
+        state = self.thread(key)
+        if state.streaming:
+            raise RuntimeError(f"{key} is already streaming")
+        answer = Message(role="assistant", status="streaming", parts=[], kind="merge",
+                         merged_ids=list(merged_ids) if merged_ids else None)
+        state.messages = [answer]
+        state.loaded = True
+        state.streaming = True
+        state.stopping = False
+        state.error = None
+        state.interrupted = False
+        state.parts = answer.parts
+        state.streaming_message = answer
+        self._notify(key, "send")
         return answer
 
     def on_start(self, thread_id: int, user_message_id: int | None, message_id: int | None) -> None:
@@ -266,6 +338,8 @@ class Store:
         state.streaming = False
         state.stopping = False
         state.streaming_message = None
+        if state.info.get("streaming"):
+            state.info["streaming"] = False  # our snapshot was taken while it streamed
         state.interrupted = status == "interrupted"
         state.error = error if status == "error" else None
         self._notify(thread_id, "end")

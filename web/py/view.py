@@ -10,9 +10,12 @@ The view calls back into `actions` (see main.py) for everything that talks to th
 Handlers are `create_proxy` objects kept in a `Listeners` registry and destroyed on teardown (a bare Python function
 would be a borrowed proxy, destroyed right after `addEventListener` returns).
 
-Test hooks: each panel has `data-thread-id`; each message `data-message-id`, `data-role`, `data-status`;
-controls have `data-testid` (`new-thread`, `composer`, `send`, `stop`, `pin`, `close-pin`, `thread-error`,
-`global-error`).
+The conversation tree, the anchor hover card (tree_view.py) and the merge dialog (merge_view.py) are parts of the
+View; they redraw on the same animation frame, from `Store.subscribe_any` notifications.
+
+Test hooks: each panel has `data-thread-id`; each message `data-message-id`, `data-role`, `data-status`,
+`data-kind`; controls have `data-testid` (`new-thread`, `import`, `delete-thread`, `composer`, `send`, `stop`,
+`pin`, `close-pin`, `breadcrumb`, `suggestions`, `suggestion`, `thread-error`, `global-error`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import js
 from pyodide.ffi import create_once_callable, create_proxy
 
+import tree
 from store import Message, Store, ThreadState
 
 __all__ = ["View", "Listeners"]
@@ -71,14 +75,21 @@ def closest(node, selector: str):
     return node.closest(selector)
 
 
+def role_label(message: Message) -> str:
+    if message.kind == "merge":
+        count = len(message.merged_ids or ())
+        return f"Merged write-up of {count} thread{'s' if count != 1 else ''}" if count else "Merged write-up"
+    return "You" if message.role == "user" else "Assistant"
+
+
 class MessageView:
     """One message element; remembers what it shows so that each render only applies the difference."""
 
     def __init__(self, message: Message) -> None:
         self.key = message.key
-        self.node = el("div", "msg", data_role=message.role, data_key=message.key)
+        self.node = el("div", "msg", data_role=message.role, data_key=message.key, data_kind=message.kind)
         head = el("div", "msg-head")
-        head.appendChild(el("span", "msg-role", "You" if message.role == "user" else "Assistant"))
+        head.appendChild(el("span", "msg-role", role_label(message)))
         self.badge = el("span", "msg-badge")
         self.badge.hidden = True
         head.appendChild(self.badge)
@@ -189,6 +200,10 @@ class ThreadPanel:
             head.appendChild(close)
             self.listeners.add(close, "click", lambda e: view.actions.close_pin(thread_id))
         self.node.appendChild(head)
+        self.crumbs = el("nav", "breadcrumb", data_testid="breadcrumb", aria_label="Where this pin is")
+        self.crumbs.hidden = True
+        self.crumbs_shown: tuple | None = None
+        self.node.appendChild(self.crumbs)
         self.quote = el("blockquote", "pin-quote")
         self.quote.hidden = True
         self.node.appendChild(self.quote)
@@ -199,6 +214,10 @@ class ThreadPanel:
         self.error = el("div", "panel-error", role="alert", data_testid="thread-error")
         self.error.hidden = True
         self.node.appendChild(self.error)
+        self.suggestions = el("div", "suggestions", data_testid="suggestions", aria_label="Starter questions")
+        self.suggestions.hidden = True
+        self.suggestions_shown: tuple | None = None
+        self.node.appendChild(self.suggestions)
 
         form = el("form", "composer")
         self.input = el("textarea", "composer-input", data_testid="composer", rows=2,
@@ -216,6 +235,8 @@ class ThreadPanel:
         self.listeners.add(self.input, "keydown", self._on_key)
         self.listeners.add(self.stop, "click", lambda e: view.actions.stop(thread_id))
         self.listeners.add(self.list, "click", self._on_list_click)
+        self.listeners.add(self.crumbs, "click", self._on_crumb_click)
+        self.listeners.add(self.suggestions, "click", self._on_suggestion_click)
         self.store.subscribe(thread_id, self._on_change)
         self.render()
 
@@ -247,7 +268,18 @@ class ThreadPanel:
     def _on_list_click(self, event) -> None:
         mark = closest(event.target, "mark.pin-anchor")
         if mark:
+            self.view.hide_preview()
             self.view.actions.open_pin(int(mark.dataset.pinId), self.thread_id)
+
+    def _on_crumb_click(self, event) -> None:
+        crumb = closest(event.target, "button.crumb")
+        if crumb:
+            self.view.actions.open_any(int(crumb.dataset.threadId))
+
+    def _on_suggestion_click(self, event) -> None:
+        button = closest(event.target, "button.suggestion")
+        if button and not button.disabled:
+            self.view.actions.send(self.thread_id, str(button.dataset.question))
 
     # ---- rendering --------------------------------------------------------------------------------------------
 
@@ -269,6 +301,7 @@ class ThreadPanel:
             self.error.hidden = not error
             if state.error:
                 self.error.dataset.code = str(state.error.get("code", ""))
+        self._render_suggestions(state)
         self.send.disabled = state.streaming
         self.stop.disabled = not state.streaming or state.stopping
         self.node.classList.toggle("is-streaming", state.streaming)
@@ -276,20 +309,58 @@ class ThreadPanel:
             self.list.scrollTop = self.list.scrollHeight
 
     def _render_head(self, state: ThreadState) -> None:
+        title = tree.label(self.store, self.thread_id)
         if self.is_pin:
             anchor = state.anchor or {}
-            title = state.title or f"Pin #{self.thread_id}"
             quote = anchor.get("text") or ""
             if quote and self.quote.textContent != quote:
                 self.quote.textContent = quote
             self.quote.hidden = not quote
-        else:
-            title = self.view.thread_label(self.thread_id)
+            self._render_crumbs()
         if self.title.textContent != title:
             self.title.textContent = title
         label = "stopping…" if state.stopping else ("answering…" if state.streaming else "")
+        if not label and self.thread_id in self.view.actions.busy_threads():
+            label = "merging…"  # a merge streams into this thread (the merge dialog shows it)
         if self.state_label.textContent != label:
             self.state_label.textContent = label
+
+    def _render_crumbs(self) -> None:
+        """Main › Pin › Pin: every item but the last (this pin) opens its thread."""
+        chain = tree.path(self.store, self.thread_id)
+        shown = tuple((tid, tree.label(self.store, tid)) for tid in chain)
+        if shown == self.crumbs_shown:
+            return
+        self.crumbs_shown = shown
+        self.crumbs.textContent = ""
+        for i, (tid, label) in enumerate(shown):
+            if i:
+                self.crumbs.appendChild(el("span", "crumb-sep", "›", aria_hidden="true"))
+            if i == len(shown) - 1:
+                self.crumbs.appendChild(el("span", "crumb crumb-current", label, aria_current="page"))
+            else:
+                self.crumbs.appendChild(el("button", "crumb", label, type="button", data_thread_id=tid,
+                                           title=f"Open “{label}”"))
+        self.crumbs.hidden = len(shown) < 2
+
+    def _render_suggestions(self, state: ThreadState) -> None:
+        """A pin's starter questions, while it has no messages; a click sends the question."""
+        questions = tuple(str(q) for q in (state.info.get("suggestions") or ()) if str(q).strip())
+        visible = self.is_pin and bool(questions) and not state.messages
+        shown = (questions, visible, state.streaming)
+        if shown == self.suggestions_shown:
+            return
+        self.suggestions_shown = shown
+        self.suggestions.textContent = ""
+        if visible:
+            for question in questions:
+                button = el("button", "suggestion", question, type="button", data_testid="suggestion",
+                            data_question=question)
+                button.disabled = state.streaming
+                self.suggestions.appendChild(button)
+        self.suggestions.hidden = not visible
+        self.empty.textContent = ("Pick a starter question below, or ask your own." if visible
+                                  else "No messages yet. Ask something below.")
 
     def _render_messages(self, state: ThreadState) -> None:
         anchors: dict[int, list[tuple[int, int, int]]] = {}
@@ -344,12 +415,21 @@ class View:
         self._sidebar_dirty = False
         self.frames = 0
         self.pending_pin: dict | None = None
+        self._tree_dirty = False
+        self._merge_dirty = False
+        self.confirm_delete: int | None = None  # the thread whose delete button asks "Delete?"
 
         self.sidebar = el("aside", "sidebar")
         head = el("div", "sidebar-head")
         head.appendChild(el("div", "brand", "pinchat"))
         self.new_button = el("button", "new-thread", "+ New thread", type="button", data_testid="new-thread")
         head.appendChild(self.new_button)
+        self.import_label = el("label", "import-button", "⇪ Import conversation…",
+                               title="Open a conversation exported as JSON")
+        self.import_input = el("input", "import-input", type="file", accept=".json,application/json",
+                               data_testid="import")
+        self.import_label.appendChild(self.import_input)
+        head.appendChild(self.import_label)
         self.sidebar.appendChild(head)
         self.global_error = el("div", "global-error", role="alert", data_testid="global-error")
         self.global_error.hidden = True
@@ -362,12 +442,20 @@ class View:
         self.pin_button = el("button", "pin-button", "📌 Pin", type="button", data_testid="pin",
                              title="Open a pin thread about the selected text")
         self.pin_button.hidden = True
+        from merge_view import MergeDialog  # these modules import this one
+        from tree_view import PinPreview, TreePane
+
+        self.tree_pane = TreePane(self)
         root.appendChild(self.sidebar)
+        root.appendChild(self.tree_pane.node)
         root.appendChild(self.workspace)
         root.appendChild(self.pin_button)
+        self.preview = PinPreview(self, root)
+        self.merge = MergeDialog(self, root)
 
         self.listeners.add(self.new_button, "click", lambda e: actions.new_thread())
         self.listeners.add(self.thread_list, "click", self._on_thread_click)
+        self.listeners.add(self.import_input, "change", self._on_import)
         self.listeners.add(document, "mouseup", self._on_selection_maybe)
         self.listeners.add(document, "keyup", self._on_selection_maybe)
         self.listeners.add(document, "keydown", self._on_global_key)
@@ -375,6 +463,7 @@ class View:
         self.listeners.add(self.pin_button, "mousedown", lambda e: e.preventDefault())
         self.listeners.add(self.pin_button, "click", self._on_pin_click)
         store.subscribe_list(self._on_list_change)
+        store.subscribe_any(self._on_any_change)
         self.render_sidebar()
 
     # ---- batching ---------------------------------------------------------------------------------------------
@@ -396,48 +485,122 @@ class View:
         if self._sidebar_dirty:
             self._sidebar_dirty = False
             self.render_sidebar()
+        if self._tree_dirty:
+            self._tree_dirty = False
+            if self.tree_pane.render():  # titles, nesting or streams changed: breadcrumbs and heads show them
+                for panel in list(self.panels.values()):
+                    panel.render()
+            if self.preview.pin_id is not None:
+                self.preview.render()
+        if self._merge_dirty:
+            self._merge_dirty = False
+            self.merge.render()
 
     def _on_list_change(self) -> None:
         self._sidebar_dirty = True
+        self.tree_changed()
         self.schedule(self.panels.get(self.main_id))  # its title may have changed
+
+    def _on_any_change(self, thread_id, kind: str) -> None:
+        self.tree_changed()
+
+    def tree_changed(self) -> None:
+        """Something the tree, the breadcrumbs, the preview card or the merge dialog show may have changed."""
+        self._tree_dirty = True
+        self._merge_dirty = True
+        self.schedule()
+
+    def schedule_merge(self) -> None:
+        self._merge_dirty = True
+        self.schedule()
 
     # ---- sidebar ----------------------------------------------------------------------------------------------
 
     def thread_label(self, thread_id: int) -> str:
-        state = self.store.get(thread_id)
-        listed = next((t for t in self.store.thread_list if t.get("id") == thread_id), {})
-        title = listed.get("title") or (state.info.get("title") if state is not None else None)
-        if title:
-            return title
-        if state is not None:
-            for message in state.messages:
-                if message.role == "user":
-                    text = " ".join(message.content.split())
-                    return text[:60] + ("…" if len(text) > 60 else "")
-        return f"New thread #{thread_id}"
+        return tree.label(self.store, thread_id)
 
     def render_sidebar(self) -> None:
         self.thread_list.textContent = ""
         if not self.store.thread_list:
             self.thread_list.appendChild(el("div", "thread-list-empty", "No threads yet."))
+        busy = self.actions.busy_threads()
         for info in self.store.thread_list:
             tid = info["id"]
-            state = self.store.get(tid)
+            row = el("div", "thread-row", data_thread_id=tid)
             item = el("button", "thread-item", type="button", data_thread_id=tid)
             item.appendChild(el("span", "thread-item-title", self.thread_label(tid)))
-            streaming = (state.streaming if state is not None else False) or bool(info.get("streaming"))
-            if streaming:
+            if tid in busy or tree.is_streaming(self.store, tid):
                 item.appendChild(el("span", "dot", title="answering"))
             when = str(info.get("updated_at") or info.get("created_at") or "")[:16].replace("T", " ")
             item.appendChild(el("span", "thread-item-meta", when))
             if tid == self.main_id:
                 item.setAttribute("aria-current", "true")
-            self.thread_list.appendChild(item)
+            row.appendChild(item)
+            confirm = tid == self.confirm_delete
+            delete = el("button", "thread-delete", "Delete?" if confirm else "×", type="button",
+                        data_testid="delete-thread", data_thread_id=tid,
+                        data_confirm="true" if confirm else "false",
+                        title="Click again to delete it and its pins" if confirm
+                        else "Delete this conversation (asks to confirm)",
+                        aria_label="Confirm delete" if confirm else "Delete")
+            row.appendChild(delete)
+            self.thread_list.appendChild(row)
 
     def _on_thread_click(self, event) -> None:
+        delete = closest(event.target, "[data-testid=delete-thread]")
+        if delete:
+            tid = int(delete.dataset.threadId)
+            if self.confirm_delete == tid:
+                self.confirm_delete = None
+                self.actions.delete_thread(tid)
+            else:
+                self.confirm_delete = tid
+            self.render_sidebar()
+            return
+        if self.confirm_delete is not None:
+            self.confirm_delete = None
+            self.render_sidebar()
         item = closest(event.target, ".thread-item")
         if item:
             self.actions.open_thread(int(item.dataset.threadId))
+
+    def _on_import(self, event) -> None:
+        files = self.import_input.files
+        if files and files.length:
+            self.actions.import_file(files.item(0))
+        self.import_input.value = ""  # picking the same file again is a new import
+
+    # ---- tree pane, preview, merge dialog ---------------------------------------------------------------------
+
+    def open_merge(self) -> None:
+        if self.main_id is not None:
+            self.merge.open(self.main_id)
+
+    def hide_preview(self) -> None:
+        self.preview.hide()
+
+    def flash(self, thread_id: int) -> None:
+        panel = self.panels.get(thread_id)
+        if panel is None:
+            return
+        panel.node.classList.remove("flash")
+        panel.node.offsetWidth  # noqa: B018 - restart the highlight animation
+        panel.node.classList.add("flash")
+        panel.node.scrollIntoView(js.Object.fromEntries([["block", "nearest"], ["inline", "nearest"]]))
+
+    def show_message(self, thread_id: int, message_id: int) -> bool:
+        """Scroll a thread's panel to one of its messages and highlight it; False if it is not shown (yet)."""
+        panel = self.panels.get(thread_id)
+        if panel is None:
+            return False
+        node = panel.list.querySelector(f".msg[data-message-id='{int(message_id)}']")
+        if not node:
+            return False
+        node.classList.remove("msg-flash")
+        node.offsetWidth  # noqa: B018
+        node.classList.add("msg-flash")
+        node.scrollIntoView(js.Object.fromEntries([["block", "nearest"]]))
+        return True
 
     def show_global_error(self, message: str | None) -> None:
         self.global_error.textContent = message or ""
@@ -454,6 +617,9 @@ class View:
             if panel is not None:
                 panel.destroy()
         self.main_id = thread_id
+        if self.merge.is_open and self.merge.thread_id != thread_id:
+            self.merge.close()
+        self.hide_preview()
         self.placeholder.hidden = thread_id is not None
         if thread_id is not None and thread_id not in self.panels:
             panel = self.panels[thread_id] = ThreadPanel(self, thread_id, is_pin=False)
@@ -469,10 +635,7 @@ class View:
             self.pin_ids.append(pin_id)
             self.workspace.appendChild(panel.node)
             self._sync_layout()
-        panel.node.classList.remove("flash")
-        panel.node.offsetWidth  # noqa: B018 - restart the highlight animation
-        panel.node.classList.add("flash")
-        panel.node.scrollIntoView(js.Object.fromEntries([["block", "nearest"], ["inline", "nearest"]]))
+        self.flash(pin_id)
         return panel
 
     def close_pin(self, pin_id: int) -> None:
@@ -485,6 +648,7 @@ class View:
 
     def _sync_layout(self) -> None:
         self.workspace.dataset.pins = str(len(self.pin_ids))
+        self.tree_changed()  # which nodes are open
 
     def panel_of(self, node) -> ThreadPanel | None:
         section = closest(node, "section.panel")
@@ -563,4 +727,8 @@ class View:
         for tid in list(self.panels):
             self.panels.pop(tid).destroy()
         self.store.unsubscribe_list(self._on_list_change)
+        self.store.unsubscribe_any(self._on_any_change)
+        self.tree_pane.destroy()
+        self.preview.destroy()
+        self.merge.destroy()
         self.listeners.clear()
