@@ -5,9 +5,10 @@
   raises `ApiError(0, "unreachable", ...)`.
 * `Streams` owns the streams (chats, and merges keyed by a merge key), at most one per thread: `start()` POSTs the message with an `AbortController`
   made here, reads `response.body.getReader()` in a loop, turns each chunk into bytes (`to_bytes()`), feeds the SSE
-  parser and routes the events into the store. `stop()` asks the server to cancel (so the saved partial answer is
-  exactly what was shown) and aborts the fetch if the server does not end the stream soon; `abort_all()` (page
-  hide) aborts at once. An abort ends as a clean "interrupted" state, never as an exception on screen.
+  parser and routes the events into the store. `stop()` aborts the fetch through its AbortController (the server
+  notices the disconnect, closes the provider stream and saves the answer as interrupted), then shows exactly the
+  text the server saved (it may hold a few tokens that were still in flight); `abort_all()` (page hide) aborts
+  every stream at once. An abort ends as a clean "interrupted" state, never as an exception on screen.
   `start_merge()` streams a merged write-up the same way (same parser, same store calls, under its own key).
 * Browser services used by the merge dialog and the import: `copy_text` (clipboard), `download_text` (Blob + object
   URL + `<a download>`), `read_file` (a picked File).
@@ -30,11 +31,19 @@ from sse import Event, SSEParser
 from store import Store
 
 __all__ = ["ApiError", "Streams", "request_json", "list_threads", "get_thread", "create_thread", "delete_thread",
-           "cancel", "export_url", "read_file", "import_conversation", "copy_text", "download_text", "MAX_STREAMS"]
+           "cancel", "export_url", "read_file", "import_conversation", "copy_text", "download_text", "max_streams"]
 
-# Browsers open at most 6 HTTP/1.1 connections per origin; keep one free for the JSON API calls.
-MAX_STREAMS = 5
-STOP_GRACE_S = 3.0  # after asking the server to cancel, abort the fetch if the stream has not ended by then
+# Browsers open at most 6 HTTP/1.1 connections per origin: keep one free for the JSON API calls. Over HTTP/2
+# (nginx with TLS, see nginx/README.md) every stream shares one connection, so the cap is only a sanity bound.
+MAX_STREAMS_HTTP1, MAX_STREAMS_HTTP2 = 5, 50
+
+
+def max_streams() -> int:
+    """How many answers this page may stream at once, from the protocol the page itself arrived over."""
+    entries = js.performance.getEntriesByType("navigation")
+    protocol = str(entries[0].nextHopProtocol) if entries.length else ""
+    return MAX_STREAMS_HTTP2 if protocol in ("h2", "h3") else MAX_STREAMS_HTTP1
+SAVED_POLL_S, SAVED_POLL_TRIES = 0.1, 30  # after Stop, how long to wait for the server to have saved the answer
 
 
 class ApiError(Exception):
@@ -178,6 +187,7 @@ class _Stream:
         self.task: asyncio.Task | None = None
         self.ended = asyncio.Event()
         self.aborted = False
+        self.stopping = False  # Stop pressed: `Streams._stop` ends the answer with the server's saved text
 
     def abort(self) -> None:
         if not self.aborted:
@@ -193,6 +203,7 @@ class Streams:
         self.on_end = on_end  # called with (thread_id, status) after a stream ended
         self.live: dict[int, _Stream] = {}
         self.tasks: set[asyncio.Task] = set()  # strong references to helper tasks (stop)
+        self.max_streams = max_streams()
 
     def is_live(self, key) -> bool:
         return key in self.live
@@ -207,11 +218,12 @@ class Streams:
             self.store.set_error(key, {"code": "thread_busy",
                                        "message": "This thread is still answering: stop it or wait."})
             return False
-        if len(self.live) >= MAX_STREAMS:
+        if len(self.live) >= self.max_streams:
             self.store.set_error(key, {
                 "code": "too_many_streams",
-                "message": f"{MAX_STREAMS} answers are already streaming; stop one first "
-                           "(the browser allows only 6 connections to this server)."})
+                "message": f"{self.max_streams} answers are already streaming; stop one first "
+                           "(over HTTP/1.1 the browser allows only 6 connections to this server; "
+                           "serve it over HTTP/2 through nginx for more)."})
             return False
         return True
 
@@ -241,12 +253,13 @@ class Streams:
         stream.task = asyncio.ensure_future(self._run(key, url, body, stream))
 
     def stop(self, key) -> None:
-        """Stop button / Esc: the server cancels and ends the stream with `interrupted`; abort if it does not."""
+        """Stop button / Esc: abort the stream; the server saves what was generated, and the page shows it."""
         stream = self.live.get(key)
         if stream is None:
             return
+        stream.stopping = True
         self.store.set_stopping(key)
-        task = asyncio.ensure_future(self._stop(stream))
+        task = asyncio.ensure_future(self._stop(key, stream))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -255,16 +268,32 @@ class Streams:
         for stream in list(self.live.values()):
             stream.abort()
 
-    async def _stop(self, stream: _Stream) -> None:
-        try:
-            await cancel(stream.thread_id)
-        except ApiError:
-            stream.abort()
-            return
-        try:
-            await asyncio.wait_for(stream.ended.wait(), STOP_GRACE_S)
-        except TimeoutError:
-            stream.abort()
+    async def _stop(self, key, stream: _Stream) -> None:
+        stream.abort()  # crosses the FFI into the AbortController: the fetch and the connection end now
+        await stream.ended.wait()
+        state = self.store.thread(key)
+        answer = state.streaming_message
+        if answer is None:
+            return  # the stream ended by itself meanwhile
+        saved = await self._saved_text(stream.thread_id, answer.id)
+        self.store.finish(key, "interrupted", text=saved)
+
+    async def _saved_text(self, thread_id: int, message_id: int | None) -> str | None:
+        """The answer's text as the server saved it on the disconnect, or None if it cannot be had."""
+        if message_id is None:
+            return None
+        for _ in range(SAVED_POLL_TRIES):
+            try:
+                detail = await get_thread(thread_id)
+            except ApiError:
+                return None
+            saved = next((m for m in detail.get("messages") or [] if m.get("id") == message_id), None)
+            if saved is None:
+                return None
+            if saved.get("status") != "streaming":
+                return saved.get("content") or ""
+            await asyncio.sleep(SAVED_POLL_S)
+        return None
 
     async def _run(self, thread_id, url: str, body: dict, stream: _Stream) -> None:
         """Stream one answer into the store under `thread_id` (a thread id, or a merge key)."""
@@ -328,7 +357,7 @@ class Streams:
         except JsException as exc:
             if stream.aborted or bool(stream.controller.signal.aborted):
                 outcome = "interrupted"
-                if store.thread(thread_id).streaming:
+                if store.thread(thread_id).streaming and not stream.stopping:  # Stop finishes it itself
                     store.finish(thread_id, "interrupted")
             else:
                 outcome = "error"

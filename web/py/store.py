@@ -319,14 +319,15 @@ class Store:
         self._notify(thread_id, "tokens")
 
     def finish(self, thread_id: int, status: str = "complete", *, message_id: int | None = None,
-               usage: dict | None = None, error: dict | None = None) -> None:
-        """The stream ended: `status` is "complete", "interrupted" or "error". The partial answer is kept."""
+               usage: dict | None = None, error: dict | None = None, text: str | None = None) -> None:
+        """The stream ended: `status` is "complete", "interrupted" or "error". The partial answer is kept, or
+        replaced by `text` (the server's saved version, which may hold tokens that were still in flight)."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"not a final status: {status!r}")
         state = self.thread(thread_id)
         answer = state.streaming_message
         if answer is not None:
-            answer.content = "".join(answer.parts or ())
+            answer.content = "".join(answer.parts or ()) if text is None else text
             answer.parts = None
             answer.status = status
             if message_id is not None and answer.id is None:
