@@ -269,14 +269,7 @@ class Store:
         state.messages.append(Message(role="user", content=text, status="complete"))
         answer = Message(role="assistant", status="streaming", parts=[])
         state.messages.append(answer)
-        state.streaming = True
-        state.stopping = False
-        state.error = None
-        state.interrupted = False
-        state.parts = answer.parts
-        state.streaming_message = answer
-        self._notify(thread_id, "send")
-        return answer
+        return self._begin_answer(thread_id, state, answer)
 
     def begin_merge(self, key, merged_ids: list[int] | None = None) -> Message:
         """A merge starts streaming into `key` (a state of its own, not a thread): only an answer, no question;
@@ -288,6 +281,10 @@ class Store:
                          merged_ids=list(merged_ids) if merged_ids else None)
         state.messages = [answer]
         state.loaded = True
+        return self._begin_answer(key, state, answer)
+
+    def _begin_answer(self, key, state: ThreadState, answer: Message) -> Message:
+        """`answer` (already in `state.messages`) becomes the streaming answer of `key`."""
         state.streaming = True
         state.stopping = False
         state.error = None
