@@ -20,7 +20,12 @@ def quote(text: str) -> str:
 
 def to_markdown(root: Node) -> str:
     out: list[str] = []
+    previous: Node | None = None
     for node, message in root.walk():
+        if message is not None and previous is not None and previous.depth > node.depth:
+            # a pin's subtree ended: say where the reading goes on
+            out.append(f"*Back to {node.thread['title'] or 'the conversation'}:*")
+        previous = node
         if message is None:
             level = "#" * min(6, node.depth + 1)
             title = node.thread["title"] or ("Untitled pin" if node.depth else "Untitled conversation")
