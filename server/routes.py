@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -168,7 +169,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return await run_generation(request, thread["id"], start)
 
 
-async def run_generation(request: web.Request, thread_id: int, start) -> web.StreamResponse:
+async def run_generation(request: web.Request, thread_id: int,
+                         start: Callable[[Generation], Awaitable[None]]) -> web.StreamResponse:
     """Reserve the thread (409 if busy), start the generation, and stream it as this response."""
     registry = request.app[REGISTRY]
     try:
@@ -222,7 +224,10 @@ async def merge_threads(request: web.Request) -> web.StreamResponse:
         if fmt == "transcript":  # no model: the text is already here
             source: Source = functools.partial(merge.verbatim, text)
         else:
-            source = chat_source(request.app[REGISTRY].router, merge.merge_messages(text, fmt, instruction))
+            messages = merge.merge_messages(text, fmt, instruction)
+            budget = request.app[BUDGET]  # a large tree is cut to what the model can read
+            messages[-1] = budget.truncate(messages[-1], budget.tokens - budget.size(messages[:-1]))
+            source = chat_source(request.app[REGISTRY].router, messages)
         await generation.begin(None, source, kind="merge", merged_ids=sorted(set(chosen)))
 
     return await run_generation(request, thread["id"], start)

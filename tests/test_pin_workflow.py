@@ -10,6 +10,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from server.context import PIN_NOTE
+from server.routes import BUDGET
 from server.utility import FIXED_SUGGESTIONS
 from tests.fake_upstream import Script
 
@@ -117,7 +118,7 @@ async def test_long_thread_over_budget_sends_summary_and_newest_messages(make_ap
     assert sent[0] == {"role": "system", "content": f'Summary of the earlier conversation "Long":\n{summary}'}
     assert sent[-1] == {"role": "user", "content": "and now?"}
     assert middle_is_newest_suffix(sent[1:-1], history)
-    budget = app.client.server.app[__import__("server.routes", fromlist=["BUDGET"]).BUDGET]
+    budget = app.client.server.app[BUDGET]
     assert budget.size(sent) <= 300
 
 
@@ -281,3 +282,18 @@ async def test_import_rejects_what_is_not_an_export(app):
         resp = await app.post("/api/import", body)
         assert resp.status == 422 and (await resp.json())["error"]["code"] == "invalid_export"
     assert app.rows("SELECT id FROM threads") == []
+
+
+async def test_merge_of_a_large_tree_fits_the_budget(make_app, settings, fake):
+    app = await make_app(settings, context_budget=300)
+    main = await app.new_thread(title="Big")
+    for i in range(4):
+        fake.push(Script(tokens=[" ".join(f"word{i}-{j}" for j in range(80))]))
+        await chat_text(app, main["id"], f"question {i}")
+    await app.idle()
+    fake.push(Script(tokens=["merged"]))
+    events = await merge(app, main["id"], {"threads": [main["id"]], "format": "summary"})
+    assert events[-1]["type"] == "done"
+    sent = fake.records[-1].messages
+    budget = app.client.server.app[BUDGET]
+    assert budget.size(sent) <= 300 and sent[-1]["content"].endswith("…")
