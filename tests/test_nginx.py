@@ -561,3 +561,55 @@ async def test_browser_abort_over_http2_stops_only_that_stream(make_app, setting
     assert record.outcome == "client_closed"
     assert answer["content"].startswith(received) and len(received) >= len("V0 V1 V2 V3 V4 ")
     assert record.tokens_sent < 300
+
+
+# Runs Python inside the booted page: start one answer in each thread through the app's own FFI stream code
+# (web/py/api.py), then report what the app's store holds. Results come back as JSON text.
+START_IN_APP = """
+import json, main
+app = main.APP
+json.dumps([app.streams.start(tid, f"[[tokens=15 delay_ms=100 prefix=P{tid}_]]") for tid in IDS] +
+           [len(app.streams.live), app.streams.max_streams])
+"""
+STATE_IN_APP = """
+import json, main
+store = main.APP.store
+json.dumps([[store.thread(t).streaming, store.thread(t).messages[-1].status, store.thread(t).messages[-1].text]
+            for t in IDS])
+"""
+
+
+async def test_the_pyodide_app_streams_eight_threads_at_once_over_http2(make_app, settings, fake, start_nginx,
+                                                                       browser):
+    """The real frontend, not plain fetch: booted from nginx over HTTPS + HTTP/2, its Streams start eight answers
+    at once (over HTTP/1.1 it would refuse a sixth, to keep a connection for the API) and all eight finish."""
+    app = await make_app(settings)
+    nginx = await start_nginx(app_port(app))
+    ids = [(await app.new_thread(title=f"h2 {i}"))["id"] for i in range(8)]
+    page = await browser.new_page()
+    try:
+        await page.goto(nginx.https_url + "/")
+        await page.wait_for_function("document.querySelector('[data-app-state]')?.dataset.appState === 'ready'",
+                                     timeout=60_000)
+        run = f"IDS = {ids!r}\n"
+        started = json.loads(await page.evaluate("code => globalThis.pinchat.pyodide.runPython(code)",
+                                                 run + START_IN_APP))
+        assert started[:8] == [True] * 8 and started[8] == 8 and started[9] > 8, started
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            state = json.loads(await page.evaluate("code => globalThis.pinchat.pyodide.runPython(code)",
+                                                   run + STATE_IN_APP))
+            if not any(streaming for streaming, _, _ in state):
+                break
+            assert asyncio.get_running_loop().time() < deadline, state
+            await asyncio.sleep(0.2)
+        for tid, (_, status, text) in zip(ids, state):
+            assert (status, text) == ("complete", "".join(f"P{tid}_{k} " for k in range(15)))
+        protocols = await page.evaluate(
+            "performance.getEntriesByType('resource').filter(e => e.name.endsWith('/chat'))"
+            ".map(e => e.nextHopProtocol)")
+        assert protocols == ["h2"] * 8, protocols
+        sends = [r.send_times for r in fake.records[-8:]]
+        assert max(s[0] for s in sends) < min(s[-1] for s in sends)  # all eight were streaming at once
+    finally:
+        await page.close()
