@@ -214,10 +214,9 @@ class Database:
 
     async def set_title(self, thread_id: int, title: str, source: str, *, unless: tuple[str, ...] = ()) -> bool:
         """Set a title unless the current one came from a source in `unless` (e.g. never overwrite the user's)."""
-        marks = ",".join("?" * len(unless)) or "NULL"
+        keep = f" AND (title_source IS NULL OR title_source NOT IN ({','.join('?' * len(unless))}))" if unless else ""
         cur = await self.conn.execute(
-            f"UPDATE threads SET title = ?, title_source = ? WHERE id = ?"
-            f" AND (title_source IS NULL OR title_source NOT IN ({marks}))", (title, source, thread_id, *unless))
+            f"UPDATE threads SET title = ?, title_source = ? WHERE id = ?{keep}", (title, source, thread_id, *unless))
         await self.conn.commit()
         return cur.rowcount == 1
 
