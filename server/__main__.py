@@ -40,8 +40,12 @@ def main(argv: list[str] | None = None) -> None:
 
     # handler_cancellation: aiohttp cancels a handler when its client disconnects (off by default), which is
     # how a closed tab stops a generation within milliseconds even while the provider is silent.
-    web.run_app(app, host=settings.host, port=settings.port, handler_cancellation=True, print=announce,
-                access_log_class=ProxyAwareAccessLogger, shutdown_timeout=10)
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, handler_cancellation=True, print=announce,
+                    access_log_class=ProxyAwareAccessLogger, shutdown_timeout=10)
+    except OSError as exc:  # e.g. the port is taken: say so plainly, no traceback
+        sys.exit(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc} "
+                 "(choose another with --port or PINCHAT_PORT)")
 
 
 if __name__ == "__main__":

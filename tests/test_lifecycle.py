@@ -6,6 +6,8 @@ import asyncio
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -13,7 +15,7 @@ from httpx_sse import aconnect_sse
 
 from tests.conftest import write_models_file
 from tests.fake_upstream import Script
-from tests.server_process import ServerProcess
+from tests.server_process import ROOT, ServerProcess
 
 
 def answer(db, message_id):
@@ -94,3 +96,16 @@ async def test_bad_models_file_is_a_clear_startup_error(tmp_path):
     with pytest.raises(RuntimeError, match="model_name: chat"):
         await server.start()
     assert "Traceback" not in server.output()
+
+
+async def test_a_taken_port_is_a_clear_startup_error(tmp_path, server_args):
+    first = await ServerProcess(*server_args).start()
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "server", "--port", str(first.port), "--db", str(tmp_path / "other.db"),
+             "--models", server_args[3]], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert f"cannot listen on 127.0.0.1:{first.port}" in second.stderr
+        assert "Traceback" not in second.stdout + second.stderr
+    finally:
+        first.stop()
