@@ -195,7 +195,7 @@ class Database:
         """Commit the user's message (if any) and an empty `streaming` assistant row in one transaction."""
         stamp = now()
         user_id = None
-        try:
+        async with self.transaction():
             if user_text is not None:
                 user = await self.conn.execute(
                     "INSERT INTO messages (thread_id, role, content, status, created_at, updated_at)"
@@ -206,10 +206,6 @@ class Database:
                 " VALUES (?, 'assistant', '', 'streaming', ?, ?, ?, ?)",
                 (thread_id, kind, json.dumps(merged_ids) if merged_ids else None, stamp, stamp))
             await self.conn.execute("UPDATE threads SET updated_at = ? WHERE id = ?", (stamp, thread_id))
-            await self.conn.commit()
-        except BaseException:
-            await self.conn.rollback()
-            raise
         return user_id, assistant.lastrowid
 
     async def set_title(self, thread_id: int, title: str, source: str, *, unless: tuple[str, ...] = ()) -> bool:
