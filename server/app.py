@@ -68,5 +68,10 @@ def make_budget(settings: Settings, router: Router) -> Budget:
     window = provider.context_window(router)
     tokens = settings.context_budget or max(256, window - settings.answer_reserve)
     model = provider.counting_model(router)
-    return Budget(tokens, functools.partial(provider.count_tokens, model),
-                  settings.parent_share, settings.ancestors_share)
+
+    # Each chat re-reads its whole history (and a pin its ancestors'): count every message once, not per chat.
+    @functools.lru_cache(maxsize=8192)
+    def count_message(role: str, content: str) -> int:
+        return provider.count_tokens(model, [{"role": role, "content": content}])
+
+    return Budget(tokens, count_message, settings.parent_share, settings.ancestors_share)

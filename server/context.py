@@ -27,7 +27,7 @@ SUMMARY_NOTE = "Summary of the earlier conversation{title}:\n{summary}"
 @dataclass(frozen=True)
 class Budget:
     tokens: int  # for everything sent, the new user message included
-    count: Callable[[list[Message]], int]
+    count: Callable[[str, str], int]  # tokens of one message (role, content); cached by the caller
     parent_share: float = 0.4  # of `tokens`, for the parent's messages up to the anchor
     ancestors_share: float = 0.2  # of `tokens`, split over further ancestors: 1/2, 1/4, ... nearest first
 
@@ -37,7 +37,7 @@ class Budget:
         return int(self.tokens * fraction)
 
     def size(self, messages: list[Message]) -> int:
-        return sum(self.count([m]) for m in messages)
+        return sum(self.count(m["role"], m["content"]) for m in messages)
 
     def truncate(self, message: Message, tokens: int) -> Message:
         """Cut a message's text to about `tokens` tokens, keeping its start."""
