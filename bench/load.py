@@ -164,7 +164,9 @@ class StreamProtocol(asyncio.Protocol):
 def http_request(method: str, url: str, body: dict | None) -> tuple[str, int, bytes]:
     parts = urlsplit(url)
     payload = json.dumps(body).encode() if body is not None else b""
-    req = (f"{method} {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+    # Origin: the app runs with --auth none here, whose state changes must come from its own origin (CSRF check).
+    req = (f"{method} {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nOrigin: {parts.scheme}://{parts.netloc}\r\n"
+           "Content-Type: application/json\r\n"
            f"Accept: text/event-stream\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()
     return parts.hostname or "127.0.0.1", parts.port or 80, req + payload
 
@@ -191,7 +193,8 @@ async def create_threads(base: str, n: int) -> list[int]:
 
         async def one(i: int) -> None:
             async with sem:
-                async with session.post(f"{base}/api/threads", json={"title": f"bench {i}"}) as resp:
+                async with session.post(f"{base}/api/threads", json={"title": f"bench {i}"},
+                                        headers={"Origin": base}) as resp:
                     resp.raise_for_status()
                     ids.append((await resp.json())["id"])
 
@@ -202,11 +205,10 @@ async def create_threads(base: str, n: int) -> list[int]:
 def litellm_settings(profile: str) -> None:
     import litellm
 
-    if profile in ("app", "lean"):  # what server/provider.py sets at import
-        litellm.disable_streaming_logging = True
-        litellm.telemetry = False
-        litellm.suppress_debug_info = True
-        litellm.turn_off_message_logging = True
+    if profile in ("app", "lean"):  # what the app sets at start
+        from server.provider import configure_litellm
+
+        configure_litellm()
     if profile == "lean":
         from bench.lean import apply_lean
 

@@ -130,8 +130,10 @@ class Server:
             db = self.workdir / "bench.db"
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
+            # One anonymous user on loopback drives every stream: no sign-in, no per-user limits.
             argv = [PY, "-m", module, "--host", "127.0.0.1", "--port", str(port), "--db", str(db),
-                    "--models", str(models)]
+                    "--models", str(models), "--auth", "none", "--max-streams-per-user", "100000",
+                    "--chats-per-minute", "100000"]
         proc = self._spawn(argv, self.name.replace("+", "_"))
         self.url = f"http://127.0.0.1:{port}"
         wait_http(f"{self.url}/api/health", 60, proc)

@@ -80,7 +80,8 @@ trap stop EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$python" -m server --host 127.0.0.1 --port "$app_port" "$@" &
+# nginx passes the browser's Host: the server name must be one the app serves (DNS-rebinding check).
+"$python" -m server --host 127.0.0.1 --port "$app_port" --allowed-hosts "$server_name" "$@" &
 app_pid=$!
 
 # Wait for the app to answer (the embedded model takes a few seconds to load) or to die.
@@ -109,9 +110,15 @@ kill -0 "$nginx_pid" 2>/dev/null || die "nginx did not start (see above and $pre
 
 host=$addr
 case $host in 127.0.0.1|0.0.0.0) host=localhost ;; esac
+db_args=()  # the sign-in URL must be made in the database the app uses
+for ((i = 1; i < $#; i++)); do
+    if [ "${!i}" = --db ]; then j=$((i + 1)); db_args=(--db "${!j}"); fi
+done
+signin=$("$python" -m server users "${db_args[@]}" login-url --base-url "https://$host:$https_port/" 2>/dev/null || true)
 cat <<EOF
 
 pinchat behind nginx:
+  sign in as the owner (one-time URL): ${signin:-python -m server users login-url --base-url https://$host:$https_port/}
   https://$host:$https_port/   HTTPS + HTTP/2 (self-signed certificate: accept the browser's warning once)
   http://$host:$http_port/    plain HTTP/1.1 (a browser streams at most six threads at once over it)
   the app itself: http://127.0.0.1:$app_port/    nginx logs: $prefix/logs/

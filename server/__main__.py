@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sys
 
-from .config import parse_args
+import os
+
+# LiteLLM downloads a model price map when it is imported unless told to use its bundled copy: we run offline.
+# Set here, at the entry point, before anything imports LiteLLM.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from .config import parse_args  # noqa: E402
 
 
 async def settle_heap(_app) -> None:
@@ -18,7 +25,27 @@ async def settle_heap(_app) -> None:
     gc.set_threshold(10_000, 10, 10)  # fewer young collections: per-token objects die young anyway
 
 
+async def sign_in_url(settings, base_url: str) -> str:
+    """The URL to print: with accounts, a fresh one-time sign-in link for the owner."""
+    from .credentials import login_link
+    from .db import Database
+
+    if settings.auth == "none":
+        return base_url
+    db = await Database.open(settings.db)
+    try:
+        owner = await db.accounts.ensure_owner()
+        return await login_link(db.accounts, owner["id"], base_url)
+    finally:
+        await db.close()
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["users"]:
+        from .users_cli import main as users_main
+
+        return users_main(argv[1:])
     settings = parse_args(argv)  # before the heavy imports, so --help and flag errors are instant
     from aiohttp import web
 
@@ -34,9 +61,12 @@ def main(argv: list[str] | None = None) -> None:
     app.on_startup.append(settle_heap)  # runs after the app's own start-up (database, LiteLLM warm-up)
     model = f"models from {settings.models}" if settings.models else "the embedded SmolLM2-135M-Instruct model"
     url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}/"
+    url = asyncio.run(sign_in_url(settings, url))
 
     def announce(_line: str) -> None:
-        print(f"pinchat is running with {model}: open {url}  (Ctrl-C stops it)", flush=True)
+        # The one-time URL goes to this console only (never to the log): whoever can read it can sign in once.
+        how = "sign in as the owner with" if settings.auth != "none" else "open"
+        print(f"pinchat is running with {model}: {how} {url}  (Ctrl-C stops it)", flush=True)
 
     # handler_cancellation: aiohttp cancels a handler when its client disconnects (off by default), which is
     # how a closed tab stops a generation within milliseconds even while the provider is silent.

@@ -12,11 +12,17 @@ from litellm import Router
 from . import provider
 from .config import Settings
 from .db import Database
+from . import account_routes
+from .auth import OPEN_STREAMS, OpenStreams, authenticate
 from .errors import json_errors
+from .openapi import openapi_handler
 from .generation import Registry
 from .context import Budget
+from .keys import BUDGET, DB, OWNER, REGISTRY, SETTINGS, TURNS, UTILITY
 from .proxy import TRUSTED_PROXIES
-from .routes import BUDGET, DB, REGISTRY, SETTINGS, UTILITY, routes
+from .routes import routes
+from .turn import Turns
+from .security import add_page_headers, check_csrf, check_host
 from .static import setup_static
 from .utility import Utility
 
@@ -26,14 +32,20 @@ ROUTER = web.AppKey("router", Router)
 
 
 def create_app(settings: Settings, router: Router | None = None) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[json_errors, check_host, authenticate, check_csrf],
+                          client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[OPEN_STREAMS] = OpenStreams()
     app[TRUSTED_PROXIES] = settings.trusted_proxies
+    provider.configure_litellm()
     app[ROUTER] = router = router or provider.build_router(settings.models, settings.pool_size)
     app[BUDGET] = make_budget(settings, router)
     app.cleanup_ctx.append(_lifetime)
     app.on_shutdown.append(_stop_generations)
     app.add_routes(routes)
+    app.add_routes(account_routes.routes)
+    app.router.add_get("/api/openapi.json", openapi_handler)  # public: auth.PUBLIC_API
+    app.on_response_prepare.append(add_page_headers)
     setup_static(app, settings.web_root)
     return app
 
@@ -44,7 +56,9 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     if recovered:
         log.info("marked %d answer(s) left streaming by the last run as interrupted", recovered)
     app[DB] = db
-    app[REGISTRY] = Registry(db, app[ROUTER], app[SETTINGS].flush_interval)
+    app[OWNER] = await db.accounts.ensure_owner()
+    app[REGISTRY] = Registry(db, app[SETTINGS].flush_interval)
+    app[TURNS] = Turns(db, app[REGISTRY], app[ROUTER], app[BUDGET])
     app[UTILITY] = Utility(db, app[ROUTER])
     app[REGISTRY].on_complete = app[UTILITY].after_answer
     await provider.warm_up(app[ROUTER])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +23,39 @@ class Settings:
     flush_interval: float = 0.5  # seconds between saves of a streaming answer
     pool_size: int = 2  # embedded model instances (concurrent embedded streams)
     max_message_chars: int = 32_000
+    max_body_bytes: int = 1024 * 1024  # aiohttp's default: more is a 413
     context_budget: int = 0  # tokens sent per chat; 0: the model's context window minus answer_reserve
     answer_reserve: int = 1024  # tokens of the window kept free for the answer
     parent_share: float = 0.4  # of the budget, for a pin's parent thread up to the anchor
     ancestors_share: float = 0.2  # of the budget, for the summaries of further ancestors
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    auth: str = "password"  # password: accounts (the owner signs in with a printed one-time URL); none: no sign-in
+    auth_header: str = ""  # e.g. Remote-User: single sign-on by a trusted proxy's header
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides the loopback names and --host; "*": any
+    session_idle_hours: float = 168.0
+    max_streams_per_user: int = 8
+    chats_per_minute: int = 30
     web_root: Path = field(default=ROOT / "web")
+
+    @property
+    def host_is_public(self) -> bool:
+        return not is_loopback(self.host)
+
+    def served_hosts(self) -> frozenset[str]:
+        """The Host names this server answers (anything else is a DNS-rebinding attempt or a misconfiguration)."""
+        names = {"localhost", "127.0.0.1", "::1", *self.allowed_hosts}
+        if self.host in ("0.0.0.0", "::", ""):
+            names.update({socket.gethostname(), socket.getfqdn()})
+        else:
+            names.add(self.host)
+        return frozenset(name.lower().strip("[]") for name in names)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 # (flag, env var, type, help) — one table so --help and the environment can never disagree.
@@ -47,7 +77,19 @@ _OPTIONS = [
     ("ancestors_share", "PINCHAT_ANCESTORS_SHARE", float,
      "share of the budget for the summaries of a pin's further ancestors (halved at each step up)"),
     ("trusted_proxies", "PINCHAT_TRUSTED_PROXIES", str,
-     "comma-separated proxy addresses whose X-Forwarded-For / X-Real-IP headers are believed"),
+     "comma-separated proxy addresses whose X-Forwarded-For / X-Real-IP / X-Forwarded-Proto (and --auth-header) "
+     "headers are believed"),
+    ("auth", "PINCHAT_AUTH", str,
+     "password: accounts, the owner signs in with the one-time URL printed at start; none: no sign-in at all, "
+     "allowed only on loopback or behind non-loopback --trusted-proxies that authenticate (see README, Security)"),
+    ("auth_header", "PINCHAT_AUTH_HEADER", str,
+     "single sign-on: the header (e.g. Remote-User) naming the signed-in user, believed only from --trusted-proxies"),
+    ("allowed_hosts", "PINCHAT_ALLOWED_HOSTS", str,
+     "comma-separated Host names served besides localhost and --host (e.g. chat.example.com behind nginx); "
+     "'*' serves any Host (exposes the server to DNS rebinding)"),
+    ("session_idle_hours", "PINCHAT_SESSION_IDLE_HOURS", float, "a session unused this long ends"),
+    ("max_streams_per_user", "PINCHAT_MAX_STREAMS_PER_USER", int, "answers one user may stream at once"),
+    ("chats_per_minute", "PINCHAT_CHATS_PER_MINUTE", int, "answers (chats and merges) one user may start per minute"),
 ]
 
 
@@ -60,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     )
     for name, env, kind, help_text in _OPTIONS:
         default = getattr(defaults, name)
-        if name == "trusted_proxies":
+        if isinstance(default, tuple):
             default = ",".join(default)
         parser.add_argument(
             f"--{name.replace('_', '-')}", dest=name, type=kind, default=os.environ.get(env, default),
@@ -74,7 +116,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                 values[name] = kind(values[name])
             except ValueError:
                 parser.error(f"--{name.replace('_', '-')}: invalid value {values[name]!r}")
-    values["trusted_proxies"] = tuple(p.strip() for p in values["trusted_proxies"].split(",") if p.strip())
+    for name in ("trusted_proxies", "allowed_hosts"):
+        values[name] = tuple(p.strip() for p in values[name].split(",") if p.strip())
+    if values["auth"] not in ("password", "none"):
+        parser.error("--auth: choose password or none")
+    if values["auth"] == "none" and not is_loopback(values["host"]) \
+            and all(is_loopback(p) for p in values["trusted_proxies"]):
+        sys.exit(f"error: --auth none would let anyone who reaches {values['host']} read every conversation: listen "
+                     "on 127.0.0.1, or name the authenticating proxy with --trusted-proxies, or use --auth password")
     if values["models"] is not None and not Path(values["models"]).is_file():
         parser.error(f"--models: no such file: {values['models']}")
     return Settings(**values)

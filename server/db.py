@@ -6,11 +6,13 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
+from .account_store import AccountStore
+from .timestamps import now
 
 # Each entry moves the schema one version up; PRAGMA user_version records how far a file has come.
 MIGRATIONS = [
@@ -50,14 +52,45 @@ MIGRATIONS = [
     ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'chat';  -- chat | merge
     ALTER TABLE messages ADD COLUMN merged_ids TEXT;  -- JSON list of thread ids, for kind = merge
     """,
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        password_hash TEXT,  -- Argon2id; NULL until set (the owner signs in with a one-time link)
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        is_owner INTEGER NOT NULL DEFAULT 0,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT
+    );
+    CREATE TABLE login_links (
+        token_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        expires_at TEXT NOT NULL
+    );
+    CREATE TABLE login_failures (id INTEGER PRIMARY KEY, key TEXT NOT NULL, at TEXT NOT NULL);
+    CREATE INDEX login_failures_key ON login_failures(key, at);
+    ALTER TABLE threads ADD COLUMN user_id INTEGER REFERENCES users(id) ON DELETE CASCADE;
+    CREATE INDEX threads_user ON threads(user_id, parent_id);
+    """,
 ]
 
-THREAD_COLUMNS = ("id, parent_id, title, title_source, anchor_message_id, anchor_start, anchor_end, anchor_text,"
+THREAD_COLUMNS = ("id, user_id, parent_id, title, title_source, anchor_message_id, anchor_start, anchor_end, anchor_text,"
                   " summary, summary_upto, suggestions, created_at, updated_at")
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def thread_dict(row: sqlite3.Row) -> dict[str, Any]:
@@ -65,7 +98,7 @@ def thread_dict(row: sqlite3.Row) -> dict[str, Any]:
     if row["anchor_message_id"] is not None:
         anchor = {"message_id": row["anchor_message_id"], "start": row["anchor_start"],
                   "end": row["anchor_end"], "text": row["anchor_text"]}
-    return {"id": row["id"], "title": row["title"], "title_source": row["title_source"],
+    return {"id": row["id"], "user_id": row["user_id"], "title": row["title"], "title_source": row["title_source"],
             "parent_id": row["parent_id"], "anchor": anchor,
             "summary": row["summary"], "summary_upto": row["summary_upto"],
             "generated_suggestions": json.loads(row["suggestions"]) if row["suggestions"] else [],
@@ -83,6 +116,7 @@ def message_dict(row: sqlite3.Row) -> dict[str, Any]:
 class Database:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
+        self.accounts = AccountStore(conn)
 
     @classmethod
     async def open(cls, path: Path | str) -> Database:
@@ -115,14 +149,14 @@ class Database:
             await self.conn.rollback()
             raise
 
-    async def insert_thread(self, title: str | None, summary: str | None, parent_id: int | None,
+    async def insert_thread(self, user_id: int, title: str | None, summary: str | None, parent_id: int | None,
                             anchor: dict[str, Any] | None) -> int:
         anchor = anchor or {}
         stamp = now()
         cur = await self.conn.execute(
-            "INSERT INTO threads (parent_id, title, title_source, summary, anchor_message_id, anchor_start,"
-            " anchor_end, anchor_text, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (parent_id, title, "user" if title else None, summary, anchor.get("message_id"), anchor.get("start"),
+            "INSERT INTO threads (user_id, parent_id, title, title_source, summary, anchor_message_id, anchor_start,"
+            " anchor_end, anchor_text, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (user_id, parent_id, title, "user" if title else None, summary, anchor.get("message_id"), anchor.get("start"),
              anchor.get("end"), anchor.get("text"), stamp, stamp))
         return cur.lastrowid
 
@@ -148,20 +182,33 @@ class Database:
 
     # threads
 
-    async def create_thread(self, title: str | None, parent_id: int | None = None,
+    async def create_thread(self, user_id: int, title: str | None, parent_id: int | None = None,
                             anchor: dict[str, Any] | None = None) -> dict[str, Any]:
         async with self.transaction():
-            thread_id = await self.insert_thread(title, None, parent_id, anchor)
+            thread_id = await self.insert_thread(user_id, title, None, parent_id, anchor)
         return await self.get_thread(thread_id)
 
-    async def get_thread(self, thread_id: int) -> dict[str, Any] | None:
-        row = await self._one(f"SELECT {THREAD_COLUMNS} FROM threads WHERE id = ?", thread_id)
+    async def get_thread(self, thread_id: int, user_id: int | None = None) -> dict[str, Any] | None:
+        """A thread; with `user_id`, only if that user owns it (another's thread is as missing as no thread)."""
+        row = await self._one(f"SELECT {THREAD_COLUMNS} FROM threads WHERE id = ? AND user_id IS COALESCE(?, user_id)",
+                              thread_id, user_id)
         return thread_dict(row) if row else None
 
-    async def list_threads(self) -> list[dict[str, Any]]:
+    async def list_threads(self, user_id: int) -> list[dict[str, Any]]:
         rows = await self._all(
-            f"SELECT {THREAD_COLUMNS} FROM threads WHERE parent_id IS NULL ORDER BY updated_at DESC, id DESC")
+            f"SELECT {THREAD_COLUMNS} FROM threads WHERE parent_id IS NULL AND user_id = ?"
+            " ORDER BY updated_at DESC, id DESC", user_id)
         return [thread_dict(r) for r in rows]
+
+    async def answer_counts(self, user_id: int, since: str) -> tuple[int, int]:
+        """The user's answers streaming now, and those begun since `since` (for the per-user limits; read from
+        the table, so every worker process sees the same numbers)."""
+        row = await self._one(
+            "SELECT count(*) FILTER (WHERE m.status = 'streaming') AS live, count(*) FILTER (WHERE m.created_at > ?)"
+            " AS recent FROM messages m JOIN threads t ON t.id = m.thread_id"
+            " WHERE t.user_id = ? AND m.role = 'assistant' AND (m.status = 'streaming' OR m.created_at > ?)",
+            since, user_id, since)
+        return row["live"], row["recent"]
 
     async def list_pins(self, thread_id: int) -> list[dict[str, Any]]:
         rows = await self._all(f"SELECT {THREAD_COLUMNS} FROM threads WHERE parent_id = ? ORDER BY id", thread_id)

@@ -94,7 +94,7 @@ def validate(document: Any) -> dict[str, Any]:
     return document["thread"]
 
 
-async def import_tree(db: Database, document: Any) -> int:
+async def import_tree(db: Database, user_id: int, document: Any) -> int:
     """Create the exported tree anew (new ids, same structure and text) in one transaction; return the root id."""
     root = validate(document)
     thread_ids: dict[int, int] = {}
@@ -105,7 +105,7 @@ async def import_tree(db: Database, document: Any) -> int:
         anchor = None
         if parent_id is not None:
             anchor = {**data["anchor"], "message_id": message_ids[data["anchor"]["message_id"]]}
-        new_id = await db.insert_thread(data.get("title"), data.get("summary"), parent_id, anchor)
+        new_id = await db.insert_thread(user_id, data.get("title"), data.get("summary"), parent_id, anchor)
         if data.get("id") is not None:
             thread_ids[data["id"]] = new_id
         for m in data["messages"]:

@@ -19,7 +19,7 @@ from typing import Any
 import litellm
 from litellm import Router
 
-from . import provider
+from . import events, provider
 from .db import Database
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,16 @@ class ThreadBusy(Exception):
 
 
 class Generation:
-    def __init__(self, registry: Registry, thread_id: int) -> None:
-        self.registry = registry
+    """One answer being written: its task, its numbered events, its text; saved through `db`, and `on_end`
+    is called once it is saved (with the final status)."""
+
+    def __init__(self, thread_id: int, db: Database, flush_interval: float, saving: set[asyncio.Task[None]],
+                 on_end: Callable[[Generation, str], None]) -> None:
         self.thread_id = thread_id
+        self.db = db
+        self.flush_interval = flush_interval
+        self.saving = saving  # final saves in flight, awaited on shutdown
+        self.on_end = on_end
         self.user_message_id: int | None = None
         self.message_id: int | None = None
         self.events: list[dict[str, Any]] = []  # event n has sequence number n + 1
@@ -56,7 +63,7 @@ class Generation:
     def text(self) -> str:
         return "".join(self.parts)
 
-    def emit(self, **event: Any) -> None:
+    def emit(self, event: dict[str, Any]) -> None:
         self.events.append(event)
         self._wakeup.set()
         self._wakeup = asyncio.Event()
@@ -91,9 +98,8 @@ class Generation:
     async def begin(self, user_text: str | None, source: Source, kind: str = "chat",
                     merged_ids: list[int] | None = None) -> None:
         """Commit the turn (the user's message, if any, and the empty answer), then stream from `source`."""
-        db = self.registry.db
-        self.user_message_id, self.message_id = await db.begin_turn(self.thread_id, user_text, kind, merged_ids)
-        self.emit(type="start", user_message_id=self.user_message_id, message_id=self.message_id, kind=kind)
+        self.user_message_id, self.message_id = await self.db.begin_turn(self.thread_id, user_text, kind, merged_ids)
+        self.emit(events.start(self.user_message_id, self.message_id, kind))
         self.task = asyncio.create_task(self._run(source), name=f"generation-{self.thread_id}")
 
     async def _run(self, source: Source) -> None:
@@ -105,44 +111,41 @@ class Generation:
                 async for delta in deltas:
                     if delta.text:
                         self.parts.append(delta.text)
-                        self.emit(type="token", text=delta.text)
+                        self.emit(events.token(delta.text))
                     finish_reason = delta.finish_reason or finish_reason
                     usage = delta.usage or usage
                     meta["model"] = meta.get("model") or delta.model
             meta.update(usage=usage, finish_reason=finish_reason)
-            final = {"type": "done", "message_id": self.message_id, "finish_reason": finish_reason, "usage": usage}
+            final = events.done(self.message_id, finish_reason, usage)
         except asyncio.CancelledError:
             status = "interrupted"
-            final = {"type": "interrupted", "message_id": self.message_id, "reason": self.stop_reason or "shutdown"}
+            final = events.interrupted(self.message_id, self.stop_reason or "shutdown")
         except Exception as exc:  # a provider failure, before or after the first token
             status = "error"
             code, message = describe_failure(exc)
             log.warning("generation for thread %s failed after %d chars: %s", self.thread_id, len(self.text), exc)
             meta["error"] = message
-            final = {"type": "error", "code": code, "message": message, "message_id": self.message_id}
+            final = events.error(self.message_id, code, message)
         finally:
             flusher.cancel()
         # The final save runs as its own task so that a second cancellation cannot cut it short;
         # the registry waits for it on shutdown.
-        save = asyncio.create_task(self.registry.db.save_answer(self.message_id, self.text, status, **meta))
-        self.registry.saving.add(save)
-        save.add_done_callback(self.registry.saving.discard)
+        save = asyncio.create_task(self.db.save_answer(self.message_id, self.text, status, **meta))
+        self.saving.add(save)
+        save.add_done_callback(self.saving.discard)
         try:
             await asyncio.shield(save)
         finally:
-            self.registry.finished(self)
-            self.emit(**final)
+            self.on_end(self, status)  # the thread is free before a subscriber can see the last event
+            self.emit(final)
             self.done = True
-        if status == "complete" and self.registry.on_complete is not None:
-            self.registry.on_complete(self.thread_id)
 
     async def _flush_periodically(self) -> None:
-        interval = self.registry.flush_interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.flush_interval)
             if len(self.parts) != self._saved_len:
                 self._saved_len = len(self.parts)
-                await self.registry.db.save_answer(self.message_id, self.text)
+                await self.db.save_answer(self.message_id, self.text)
 
 
 def describe_failure(exc: Exception) -> tuple[str, str]:
@@ -162,11 +165,10 @@ def describe_failure(exc: Exception) -> tuple[str, str]:
 
 
 class Registry:
-    """The running generations, one per thread at most."""
+    """The running generations of this process, one per thread at most."""
 
-    def __init__(self, db: Database, router: Router, flush_interval: float) -> None:
+    def __init__(self, db: Database, flush_interval: float) -> None:
         self.db = db
-        self.router = router
         self.flush_interval = flush_interval
         self.active: dict[int, Generation] = {}
         self.saving: set[asyncio.Task[None]] = set()
@@ -175,12 +177,18 @@ class Registry:
     def reserve(self, thread_id: int) -> Generation:
         if thread_id in self.active:
             raise ThreadBusy(thread_id)
-        generation = self.active[thread_id] = Generation(self, thread_id)
+        generation = Generation(thread_id, self.db, self.flush_interval, self.saving, self._ended)
+        self.active[thread_id] = generation
         return generation
 
     def finished(self, generation: Generation) -> None:
         if self.active.get(generation.thread_id) is generation:
             del self.active[generation.thread_id]
+
+    def _ended(self, generation: Generation, status: str) -> None:
+        self.finished(generation)
+        if status == "complete" and self.on_complete is not None:
+            self.on_complete(generation.thread_id)
 
     def get(self, thread_id: int) -> Generation | None:
         return self.active.get(thread_id)

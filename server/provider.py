@@ -21,11 +21,15 @@ CHAT = "chat"
 UTILITY = "utility"  # background work (titles, summaries, suggestions); falls back to `chat`
 DEFAULT_CONTEXT_WINDOW = 8192  # tokens, when neither models.yaml nor LiteLLM's model info knows
 
-# Per-chunk work LiteLLM does by default that a chat server does not need (documented module settings).
-litellm.disable_streaming_logging = True
-litellm.telemetry = False
-litellm.suppress_debug_info = True
-litellm.turn_off_message_logging = True
+
+def configure_litellm() -> None:
+    """LiteLLM's process-wide switches, set once by the app factory (and the benchmarks): skip per-chunk work a
+    chat server does not need (documented module settings). Its price map must be local before LiteLLM is
+    imported at all: the entry points set LITELLM_LOCAL_MODEL_COST_MAP (see __main__.py)."""
+    litellm.disable_streaming_logging = True
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    litellm.turn_off_message_logging = True
 
 
 class ModelConfigError(ValueError):

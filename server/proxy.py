@@ -22,11 +22,16 @@ def client_address(request: web.BaseRequest, trusted: tuple[str, ...]) -> str | 
 
 
 class ProxyAwareAccessLogger(AccessLogger):
-    """Access log lines show the real client, not nginx's loopback address."""
+    """Access log lines show the real client, not nginx's loopback address, and no sign-in secret."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         trusted = request.app[TRUSTED_PROXIES] if hasattr(request, "app") else ()
         client = client_address(request, trusted)
+        changes: dict = {}
         if client != request.remote:
-            request = request.clone(remote=client)
+            changes["remote"] = client
+        if "token" in request.query:  # a one-time sign-in secret never reaches the log
+            changes["rel_url"] = request.rel_url.update_query(token="[hidden]")
+        if changes:
+            request = request.clone(**changes)
         super().log(request, response, time)

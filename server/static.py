@@ -2,10 +2,10 @@
 
 Routes (GET and HEAD):
 
-* `/`                 -> `web/index.html`
-* `/<name>.css|.html` -> a top-level file of `web/` (e.g. `/style.css`)
-* `/py/<module>.py`   -> `web/py/<module>.py`, the Python the page runs under Pyodide
-* `/vendor/<path>`    -> `web/vendor/<path>`, e.g. `/vendor/pyodide/314.0.7/pyodide.asm.wasm`
+* `/`                     -> `web/index.html`
+* `/<name>.css|.js|.html` -> a top-level file of `web/` (e.g. `/style.css`; `/boot.js`, the page's only script)
+* `/py/<module>.py`       -> `web/py/<module>.py`, the Python the page runs under Pyodide
+* `/vendor/<path>`        -> `web/vendor/<path>`, e.g. `/vendor/pyodide/314.0.7/pyodide.asm.wasm`
 
 Content types are explicit, never guessed: a `.wasm` served as anything but `application/wasm` makes `loadPyodide`
 hang for ever, and `.mjs` must be JavaScript for the module MIME check. Vendor files live under a versioned folder,
@@ -20,6 +20,8 @@ import pathlib
 import re
 
 from aiohttp import web
+
+from .errors import error_response
 
 __all__ = ["setup_static", "CONTENT_TYPES"]
 
@@ -51,17 +53,13 @@ def setup_static(app: web.Application, web_root: pathlib.Path) -> None:
     """Add the GET routes that serve `web_root` (the repository's `web/` folder). Call after the `/api/` routes."""
     app[_WEB_ROOT_KEY] = pathlib.Path(web_root).resolve()
     app.router.add_get("/", _index)
-    app.router.add_get(r"/{name:[A-Za-z0-9_\-]+\.(?:css|html|svg|png|ico)}", _top_level)
+    app.router.add_get(r"/{name:[A-Za-z0-9_\-]+\.(?:css|js|html|svg|png|ico)}", _top_level)
     app.router.add_get(r"/py/{name:[A-Za-z0-9_]+\.py}", _py_module)
     app.router.add_get(r"/vendor/{tail:.+}", _vendor)
 
 
-def _json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
 def _not_found(path: str) -> web.Response:
-    return _json_error(404, "not_found", f"no such file: {path}")
+    return error_response(404, "not_found", f"no such file: {path}")
 
 
 def _resolve(base: pathlib.Path, segments: list[str]) -> pathlib.Path | None:
@@ -82,7 +80,7 @@ def _file(path: pathlib.Path, cache_control: str) -> web.StreamResponse:
     content_type = CONTENT_TYPES.get(path.suffix.lower())
     if content_type is None:
         # Only types we name are served: a guessed type is how a .wasm ends up as octet-stream.
-        return _json_error(404, "not_found", f"no content type is configured for {path.name}")
+        return error_response(404, "not_found", f"no content type is configured for {path.name}")
     return web.FileResponse(
         path,
         headers={
@@ -97,7 +95,7 @@ async def _index(request: web.Request) -> web.StreamResponse:
     root = request.app[_WEB_ROOT_KEY]
     path = _resolve(root, ["index.html"])
     if path is None:
-        return _json_error(404, "not_found", f"{root / 'index.html'} is missing")
+        return error_response(404, "not_found", f"{root / 'index.html'} is missing")
     return _file(path, APP_CACHE)
 
 
@@ -117,7 +115,7 @@ async def _vendor(request: web.Request) -> web.StreamResponse:
     tail = request.match_info["tail"]
     path = _resolve(request.app[_WEB_ROOT_KEY] / "vendor", tail.split("/"))
     if path is None:
-        return _json_error(
+        return error_response(
             404,
             "vendor_file_missing",
             f"vendored file /vendor/{tail} is not installed; run scripts/vendor_pyodide.sh (or `just setup`)",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before LiteLLM is imported, as __main__ does
+
 import asyncio
 import json
 import sqlite3
@@ -53,13 +57,38 @@ def settings(tmp_path, fake) -> Settings:
                     flush_interval=0.1)
 
 
-class App:
-    """The real app on a real port, with helpers that speak its HTTP API."""
+async def api_token(db_path: Path, username: str | None = None) -> str:
+    """A personal API token for `username` (default: the owner, created on first use), written straight into the
+    database file as `python -m server users token` does."""
+    from server.credentials import TOKEN_PREFIX, new_secret, secret_hash
+    from server.db import Database
 
-    def __init__(self, client, settings: Settings) -> None:
-        self.client = client  # aiohttp TestClient
+    db = await Database.open(db_path)
+    try:
+        owner = await db.accounts.ensure_owner()
+        user = owner if username is None else await db.accounts.user_by_name(username)
+        if user is None:
+            user = await db.accounts.create_user(username, None)
+        secret = TOKEN_PREFIX + new_secret()
+        await db.accounts.create_token(user["id"], "tests", secret_hash(secret))
+        return secret
+    finally:
+        await db.close()
+
+
+class App:
+    """The real app on a real port, with helpers that speak its HTTP API (as the owner, with an API token)."""
+
+    def __init__(self, client, settings: Settings, token: str) -> None:
+        self.client = client  # aiohttp TestClient, sending the owner's token
         self.settings = settings
         self.base = str(client.make_url("/"))
+        self.token = token
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def http(self, **kwargs) -> httpx.AsyncClient:
+        """An independent HTTP client (httpx) signed in as the owner."""
+        return httpx.AsyncClient(base_url=self.base, headers=self.headers, **kwargs)
 
     async def post(self, path: str, body=None, **kwargs):
         return await self.client.post(path, json=body, **kwargs)
@@ -77,7 +106,7 @@ class App:
     async def chat(self, thread_id: int, message: str) -> list[dict]:
         """Send a message and read the whole SSE answer with an independent parser (httpx-sse)."""
         events = []
-        async with httpx.AsyncClient(base_url=self.base, timeout=30) as http:
+        async with self.http(timeout=30) as http:
             async with aconnect_sse(http, "POST", f"/api/threads/{thread_id}/chat", json={"message": message}) as src:
                 assert src.response.status_code == 200
                 async for sse in src.aiter_sse():
@@ -86,7 +115,7 @@ class App:
 
     async def idle(self) -> None:
         """Wait until the app's background model work (titles, summaries, suggestions) is done."""
-        from server.routes import UTILITY
+        from server.keys import UTILITY
 
         utility = self.client.server.app[UTILITY]
         while utility.tasks:
@@ -108,8 +137,9 @@ async def make_app(aiohttp_client):
 
     async def start(settings: Settings, **overrides) -> App:
         settings = replace(settings, **overrides)
-        client = await aiohttp_client(create_app(settings))
-        return App(client, settings)
+        token = await api_token(settings.db)
+        client = await aiohttp_client(create_app(settings), headers={"Authorization": f"Bearer {token}"})
+        return App(client, settings, token)
 
     return start
 
@@ -117,3 +147,25 @@ async def make_app(aiohttp_client):
 @pytest.fixture
 async def app(make_app, settings) -> App:
     return await make_app(settings)
+
+
+PASSWORD = "correct horse battery"
+
+
+async def add_user(app: App, username: str, password: str = PASSWORD, *, admin: bool = False) -> dict:
+    resp = await app.post("/api/users", {"username": username, "password": password, "is_admin": admin})
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+def browser_like(app: App, **kwargs) -> httpx.AsyncClient:
+    """A client with no token that behaves like our page: cookies, and the page's Origin on every request."""
+    headers = {"Origin": app.base.rstrip("/"), **kwargs.pop("headers", {})}
+    return httpx.AsyncClient(base_url=app.base, headers=headers, **kwargs)
+
+
+async def sign_in(app: App, username: str, password: str = PASSWORD, **kwargs) -> httpx.AsyncClient:
+    client = browser_like(app, **kwargs)
+    resp = await client.post("/api/auth/login", json={"username": username, "password": password})
+    assert resp.status_code == 200, resp.text
+    return client

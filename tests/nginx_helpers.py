@@ -163,21 +163,25 @@ class TimedStream:
         return last if last and last["type"] in ("done", "error", "interrupted") else None
 
 
-def client_session(*, local_addr: str | None = None) -> aiohttp.ClientSession:
-    """A client that accepts our self-signed certificate; `local_addr` picks the source address (e.g. 127.0.0.2)."""
+def client_session(*, local_addr: str | None = None, headers: dict[str, str] | None = None) -> aiohttp.ClientSession:
+    """A client that accepts our self-signed certificate; `local_addr` picks the source address (e.g. 127.0.0.2);
+    `headers` go with every request (e.g. the owner's `Authorization: Bearer pc_...`, `App.headers`). It keeps no
+    cookies: the tests that sign in read `Set-Cookie` and send `Cookie` themselves."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     connector = aiohttp.TCPConnector(ssl=context, local_addr=(local_addr, 0) if local_addr else None,
                                      force_close=True)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60))
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60), headers=headers,
+                                 cookie_jar=aiohttp.DummyCookieJar())
 
 
 async def timed_chat(base: str, thread_id: int, message: str, *, stop_after_tokens: int | None = None,
                      headers: dict[str, str] | None = None) -> TimedStream:
     """POST a chat message and read the SSE answer with a raw parser, stamping each frame's arrival.
 
-    With `stop_after_tokens`, the connection is closed (an abort, as a closed tab does) after that many tokens.
+    `headers` must carry an identity (e.g. the owner's API token: `App.headers`). With `stop_after_tokens`, the
+    connection is closed (an abort, as a closed tab does) after that many tokens.
     """
     out = TimedStream(started=time.time())
     async with client_session() as session:

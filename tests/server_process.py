@@ -28,8 +28,18 @@ class ServerProcess:
         self.args = ["--host", "127.0.0.1", "--port", str(self.port), *args]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self.headers: dict[str, str] = {}
+
+    def http(self, **kwargs) -> httpx.AsyncClient:
+        """An HTTP client signed in as the owner (API token) when the server has a --db."""
+        return httpx.AsyncClient(base_url=self.url, headers=self.headers, **kwargs)
 
     async def start(self, timeout: float = 30.0) -> ServerProcess:
+        if "--db" in self.args and not self.headers:
+            from tests.conftest import api_token
+
+            token = await api_token(Path(self.args[self.args.index("--db") + 1]))
+            self.headers = {"Authorization": f"Bearer {token}"}
         self.proc = subprocess.Popen([sys.executable, "-m", "server", *self.args], cwd=ROOT, env=self.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout

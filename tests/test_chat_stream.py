@@ -107,7 +107,7 @@ async def wait_status(app, message_id: int, status: str, timeout: float = 3.0) -
 async def test_client_disconnect_mid_stream_saves_partial_and_closes_upstream(app, fake):
     fake.push(Script(tokens=[f"w{i} " for i in range(200)], delay=0.02))
     thread = await app.new_thread()
-    async with httpx.AsyncClient(base_url=app.base) as http:
+    async with app.http() as http:
         async with aconnect_sse(http, "POST", f"/api/threads/{thread['id']}/chat", json={"message": "go"}) as src:
             events = await read_until_tokens(src, 5)
     message_id = events[0]["message_id"]
@@ -127,7 +127,7 @@ async def test_client_disconnect_mid_stream_saves_partial_and_closes_upstream(ap
 async def test_silent_upstream_then_disconnect_is_noticed_quickly(app, fake):
     fake.push(Script(tokens=["only ", "this ", "never"], hang_after=2))
     thread = await app.new_thread()
-    async with httpx.AsyncClient(base_url=app.base) as http:
+    async with app.http() as http:
         async with aconnect_sse(http, "POST", f"/api/threads/{thread['id']}/chat", json={"message": "go"}) as src:
             events = await read_until_tokens(src, 2)
             await asyncio.sleep(0.1)  # the provider is now silent
@@ -140,7 +140,7 @@ async def test_silent_upstream_then_disconnect_is_noticed_quickly(app, fake):
 async def test_cancel_endpoint_stops_stream_and_is_idempotent(app, fake):
     fake.push(Script(tokens=[f"c{i} " for i in range(500)], delay=0.01))
     thread = await app.new_thread()
-    async with httpx.AsyncClient(base_url=app.base, timeout=10) as http:
+    async with app.http(timeout=10) as http:
         async with aconnect_sse(http, "POST", f"/api/threads/{thread['id']}/chat", json={"message": "go"}) as src:
             events = await read_until_tokens(src, 3)
             resp = await app.post(f"/api/threads/{thread['id']}/cancel")
@@ -161,7 +161,7 @@ async def test_cancel_endpoint_stops_stream_and_is_idempotent(app, fake):
 async def test_second_chat_on_a_streaming_thread_gets_409(app, fake):
     fake.push(Script(tokens=[f"x{i} " for i in range(100)], delay=0.01))
     thread = await app.new_thread()
-    async with httpx.AsyncClient(base_url=app.base) as http:
+    async with app.http() as http:
         async with aconnect_sse(http, "POST", f"/api/threads/{thread['id']}/chat", json={"message": "go"}) as src:
             await read_until_tokens(src, 1)
             busy = await app.post(f"/api/threads/{thread['id']}/chat", {"message": "again"})
@@ -219,7 +219,7 @@ async def test_heartbeat_comments_flow_while_the_provider_is_silent(make_app, se
 async def test_answer_is_flushed_to_the_database_during_the_stream(app, fake):
     fake.push(Script(tokens=[f"f{i} " for i in range(60)], delay=0.02))
     thread = await app.new_thread()
-    async with httpx.AsyncClient(base_url=app.base) as http:
+    async with app.http() as http:
         async with aconnect_sse(http, "POST", f"/api/threads/{thread['id']}/chat", json={"message": "go"}) as src:
             events = await read_until_tokens(src, 30)
             await asyncio.sleep(0.25)  # > flush_interval (0.1 s in tests)

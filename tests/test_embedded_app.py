@@ -14,7 +14,7 @@ async def test_default_app_streams_the_embedded_model_and_stop_saves_it(make_app
     app = await make_app(Settings(db=tmp_path / "chat.db", models=None, pool_size=1))
     thread = await app.new_thread()
     events = []
-    async with httpx.AsyncClient(base_url=app.base, timeout=60) as http:
+    async with app.http(timeout=60) as http:
         async with aconnect_sse(http, "POST", f"/api/threads/{thread['id']}/chat",
                                 json={"message": "Tell me a long story about a dragon who learns to bake bread."}) as src:
             async for sse in src.aiter_sse():

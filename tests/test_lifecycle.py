@@ -42,7 +42,7 @@ async def start_stream(http: httpx.AsyncClient, fake) -> tuple[dict, list, objec
 async def test_crash_keeps_flushed_text_and_restart_marks_it_interrupted(tmp_path, fake, server_args):
     server = await ServerProcess(*server_args).start()
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        async with server.http(timeout=10) as http:
             thread, ctx = await start_stream(http, fake)
             async with ctx as src:
                 events = []
@@ -61,7 +61,7 @@ async def test_crash_keeps_flushed_text_and_restart_marks_it_interrupted(tmp_pat
     assert status == "streaming" and content.startswith("s0 s1 s2 ")  # flushed during the stream
     restarted = await ServerProcess(*server_args).start()
     try:
-        async with httpx.AsyncClient(base_url=restarted.url) as http:
+        async with restarted.http() as http:
             detail = (await http.get(f"/api/threads/{thread['id']}")).json()
         assert [m["status"] for m in detail["messages"]] == ["complete", "interrupted"]
         assert detail["messages"][1]["content"] == content
@@ -73,7 +73,7 @@ async def test_sigterm_saves_open_streams_as_interrupted(tmp_path, fake, server_
     server = await ServerProcess(*server_args).start()
     events = []
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        async with server.http(timeout=10) as http:
             thread, ctx = await start_stream(http, fake)
             async with ctx as src:
                 async for sse in src.aiter_sse():

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_models_file
+from tests.conftest import api_token, write_models_file
 from tests.fake_upstream import FakeUpstream, Record
 from tests.nginx_helpers import ROOT, Nginx, TimedStream, client_session, make_cert, nginx_binary, timed_chat
 from tests.server_process import free_port
@@ -95,10 +95,12 @@ async def measure_side_by_side(app, fake, nginx_base: str, count: int = 40, dela
     direct_thread, proxied_thread = await app.new_thread(), await app.new_thread()
     # Warm-up: the first streamed answer of a process pays one-off costs (LiteLLM's lazy set-up blocks the event
     # loop for ~0.1-0.4 s) that are not what we measure, and nginx opens its keep-alive connection to the app.
-    await timed_chat(nginx_base, direct_thread["id"], "[[tokens=3 prefix=W]]")
+    await timed_chat(nginx_base, direct_thread["id"], "[[tokens=3 prefix=W]]", headers=app.headers)
     direct, proxied = await asyncio.gather(
-        timed_chat(app.base.rstrip("/"), direct_thread["id"], f"[[tokens={count} delay_ms={delay_ms} prefix=D]]"),
-        timed_chat(nginx_base, proxied_thread["id"], f"[[tokens={count} delay_ms={delay_ms} prefix=N]]"),
+        timed_chat(app.base.rstrip("/"), direct_thread["id"], f"[[tokens={count} delay_ms={delay_ms} prefix=D]]",
+                   headers=app.headers),
+        timed_chat(nginx_base, proxied_thread["id"], f"[[tokens={count} delay_ms={delay_ms} prefix=N]]",
+                   headers=app.headers),
     )
     for stream in (direct, proxied):
         assert stream.status == 200 and stream.error is None and stream.types[-1] == "done", stream
@@ -150,10 +152,12 @@ async def test_each_token_passes_nginx_without_delay(make_app, settings, fake, s
 
 # ---- 2. the measurement can fail: variants of the config --------------------------------------------------------
 
-BUFFERING_ON = ("proxy_buffering off;", "proxy_buffering on; proxy_ignore_headers X-Accel-Buffering;")
-HTTP_1_0 = ("proxy_http_version 1.1;", "proxy_http_version 1.0;")  # nginx's default
-HONOUR_HEADER = ("proxy_buffering off;", "proxy_buffering on;")  # X-Accel-Buffering from the app still counts
-GZIP_SSE = ("gzip off;", "gzip on; gzip_types text/event-stream;")
+# (rendered file, old text, new text)
+COMMON, PROXY = "pinchat-common.conf", "pinchat-proxy.conf"
+BUFFERING_ON = (COMMON, "proxy_buffering off;", "proxy_buffering on; proxy_ignore_headers X-Accel-Buffering;")
+HTTP_1_0 = (PROXY, "proxy_http_version 1.1;", "proxy_http_version 1.0;")  # nginx's default
+HONOUR_HEADER = (COMMON, "proxy_buffering off;", "proxy_buffering on;")  # X-Accel-Buffering from the app counts
+GZIP_SSE = (COMMON, "gzip off;", "gzip on; gzip_types text/event-stream;")
 
 VARIANTS = {
     # The negative control: what a stock `proxy_pass` does (buffering on, HTTP/1.0 to the app, which then sends an
@@ -175,8 +179,8 @@ async def test_config_variants_negative_controls(make_app, settings, fake, start
     edits, expected = VARIANTS[variant]
 
     def edit(nginx: Nginx) -> None:
-        for old, new in edits:
-            nginx.replace_once("pinchat-common.conf", old, new)
+        for filename, old, new in edits:
+            nginx.replace_once(filename, old, new)
 
     app = await make_app(settings)
     nginx = await start_nginx(app_port(app), variant=edit)
@@ -197,7 +201,8 @@ async def test_silence_longer_than_nginx_read_timeout(make_app, settings, fake, 
     app = await make_app(settings, heartbeat=heartbeat)
     nginx = await start_nginx(app_port(app), read_timeout="2s")
     thread = await app.new_thread()
-    stream = await timed_chat(nginx.http_url, thread["id"], "[[tokens=3 first_delay_ms=3000 prefix=S]]")
+    stream = await timed_chat(nginx.http_url, thread["id"], "[[tokens=3 first_delay_ms=3000 prefix=S]]",
+                              headers=app.headers)
     assert stream.status == 200
     if heartbeat:
         # The `: ping` comments pass nginx and each one restarts its read timer: the answer completes.
@@ -215,15 +220,16 @@ async def test_silence_longer_than_nginx_read_timeout(make_app, settings, fake, 
         assert 1.8 < elapsed < 2.9, elapsed
         assert "upstream timed out" in nginx.error_log()
         # nginx hung up on the app too: the (empty) answer is saved as interrupted and the provider call closed.
-        message = await wait_answer_status(nginx.http_url, thread["id"], "interrupted")
+        message = await wait_answer_status(nginx.http_url, thread["id"], "interrupted", app.headers)
         assert message["content"] == ""
         assert (await fake.wait_ended()).outcome == "client_closed"
 
 
-async def wait_answer_status(base: str, thread_id: int, status: str, timeout: float = 3.0) -> dict:
-    """Poll the thread through nginx until its last message has `status`; return that message."""
+async def wait_answer_status(base: str, thread_id: int, status: str, headers: dict[str, str],
+                             timeout: float = 3.0) -> dict:
+    """Poll the thread through nginx (as the owner: `headers`) until its last message has `status`; return it."""
     deadline = time.monotonic() + timeout
-    async with client_session() as http:
+    async with client_session(headers=headers) as http:
         while True:
             async with http.get(f"{base}/api/threads/{thread_id}") as resp:
                 assert resp.status == 200
@@ -249,11 +255,11 @@ async def test_client_abort_through_nginx_stops_the_generation(make_app, setting
         message, keep = "[[tokens=300 delay_ms=20 prefix=A]]", 5
     else:
         message, keep = "[[tokens=5 hang_after=2 prefix=A]]", 2
-    stream = await timed_chat(nginx.http_url, thread["id"], message, stop_after_tokens=keep)
+    stream = await timed_chat(nginx.http_url, thread["id"], message, stop_after_tokens=keep, headers=app.headers)
     closed = time.monotonic()
     assert len(stream.tokens()) == keep and stream.terminal is None
 
-    answer = await wait_answer_status(nginx.http_url, thread["id"], "interrupted")
+    answer = await wait_answer_status(nginx.http_url, thread["id"], "interrupted", app.headers)
     noticed = time.monotonic() - closed
     record = await fake.wait_ended()
     assert record.outcome == "client_closed"
@@ -273,15 +279,22 @@ async def test_client_abort_through_nginx_stops_the_generation(make_app, setting
 
 def web_paths() -> list[str]:
     web = ROOT / "web"
-    paths = ["/"] + [f"/{p.name}" for p in sorted(web.glob("*.css"))]
+    paths = ["/"] + [f"/{p.name}" for p in sorted([*web.glob("*.css"), *web.glob("*.js")])]
     paths += [f"/py/{p.name}" for p in sorted((web / "py").glob("*.py"))]
     paths += ["/" + str(p.relative_to(web)) for p in sorted((web / "vendor").glob("pyodide/*/*"))
               if not p.name.startswith(".")]
     return paths
 
 
+# What the app's own static routes send with every file (server/static.py, server/security.py); nginx must match.
+STATIC_HEADERS = ("Content-Type", "Cache-Control", "X-Content-Type-Options", "Content-Security-Policy",
+                  "Referrer-Policy", "X-Frame-Options", "Cross-Origin-Opener-Policy")
+
+
 async def test_static_files_are_served_like_the_app_serves_them(make_app, settings, fake, start_nginx):
-    """nginx serves web/ itself; each file gets the content type and caching the app's own static routes give it."""
+    """nginx serves web/ itself (the page `/` comes from the app, for its one-time sign-in URL); each file gets the
+    content type, caching and security headers (CSP, no framing, ...) the app's own static routes give it, and no
+    version banner."""
     app = await make_app(settings)
     nginx = await start_nginx(app_port(app))
     paths = web_paths()
@@ -290,9 +303,11 @@ async def test_static_files_are_served_like_the_app_serves_them(make_app, settin
             heads = []
             for base in (app.base.rstrip("/"), nginx.https_url):
                 async with http.head(base + path) as resp:
-                    heads.append((resp.status, resp.headers.get("Content-Type"), resp.headers.get("Cache-Control"),
-                                  resp.headers.get("X-Content-Type-Options")))
+                    heads.append((resp.status, *(resp.headers.get(name) for name in STATIC_HEADERS)))
+                    if base == nginx.https_url:
+                        assert resp.headers["Server"] == "nginx", (path, resp.headers["Server"])  # server_tokens off
             assert heads[0][0] == 200 and heads[1] == heads[0], (path, heads)
+            assert None not in heads[0], (path, heads[0])
         wasm = [p for p in paths if p.endswith(".wasm")]
         if wasm:  # present after `just setup` (scripts/vendor_pyodide.sh)
             async with http.head(nginx.https_url + wasm[0]) as resp:
@@ -316,7 +331,8 @@ async def test_event_stream_is_never_compressed(make_app, settings, fake, start_
     nginx = await start_nginx(app_port(app))
     for base in (nginx.http_url, nginx.https_url):
         thread = await app.new_thread()
-        stream = await timed_chat(base, thread["id"], "[[tokens=3]]", headers={"Accept-Encoding": "gzip, br"})
+        stream = await timed_chat(base, thread["id"], "[[tokens=3]]",
+                                  headers={**app.headers, "Accept-Encoding": "gzip, br"})
         assert stream.status == 200 and stream.types[-1] == "done"
         assert stream.headers["Content-Type"] == "text/event-stream"
         assert stream.headers.get("Cache-Control") == "no-cache"
@@ -339,6 +355,7 @@ async def test_just_nginx_script_end_to_end(tmp_path, fake):
            "PINCHAT_NGINX_HTTP_PORT": str(http_port), "PINCHAT_NGINX_HTTPS_PORT": str(https_port),
            "PINCHAT_NGINX_BIN": NGINX, "PINCHAT_PYTHON": sys.executable}
     models = write_models_file(tmp_path / "models.yaml", fake)
+    owner = {"Authorization": f"Bearer {await api_token(tmp_path / 'chat.db')}"}  # the database the app will open
     proc = await asyncio.create_subprocess_exec(
         str(ROOT / "scripts" / "nginx.sh"), "--models", str(models), "--db", str(tmp_path / "chat.db"),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -361,8 +378,9 @@ async def test_just_nginx_script_end_to_end(tmp_path, fake):
         assert (prefix / "tls" / "cert.pem").is_file() and (prefix / "conf" / "pinchat.conf").is_file()
 
         https, http = f"https://127.0.0.1:{https_port}", f"http://127.0.0.1:{http_port}"
-        async with client_session(local_addr="127.0.0.2") as client:
+        async with client_session(local_addr="127.0.0.2", headers=owner) as client:
             async with client.post(f"{https}/api/threads", json={}) as resp:
+                assert resp.status == 201, await resp.text()
                 thread_id = (await resp.json())["id"]
             async with client.get(f"{http}/api/health?probe=via-nginx") as resp:
                 assert resp.status == 200
@@ -372,7 +390,7 @@ async def test_just_nginx_script_end_to_end(tmp_path, fake):
             async with client.get(f"http://127.0.0.1:{app_port}/api/health?probe=direct-spoofed",
                                   headers={"X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.9"}) as resp:
                 assert resp.status == 200
-        stream = await timed_chat(https, thread_id, "[[tokens=5 delay_ms=10]]")
+        stream = await timed_chat(https, thread_id, "[[tokens=5 delay_ms=10]]", headers=owner)
         assert stream.types == ["start"] + ["token"] * 5 + ["done"]
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the script
@@ -461,10 +479,33 @@ async def browser():
             await browser.close()
 
 
-async def stream_many(browser, origin: str, count: int, message: str) -> dict:
+async def owner_login_link(app, base_url: str) -> str:
+    """A fresh one-time sign-in URL for the owner (what `python -m server users login-url` prints)."""
+    from server.credentials import login_link
+    from server.keys import DB, OWNER
+
+    server_app = app.client.server.app
+    return await login_link(server_app[DB].accounts, server_app[OWNER]["id"], base_url)
+
+
+async def signed_in_page(browser, app, origin: str, *, open_app: bool = False):
+    """A new page (in its own browser context) signed in as the owner through nginx: it opens a one-time sign-in
+    URL, which nginx passes to the app; the app answers with a session cookie and a redirect to `/`. Without
+    `open_app` it then parks on `/api/health` (any page of the origin: the tests' fetches are same-origin)."""
     page = await browser.new_page()
+    await page.goto(await owner_login_link(app, origin + "/"), wait_until="load" if open_app else "commit")
+    assert page.url == origin + "/", page.url  # redirected: the token left the address bar
+    (cookie,) = await page.context.cookies()
+    assert cookie["name"] == "pinchat_session" and cookie["httpOnly"], cookie
+    assert cookie["secure"] == origin.startswith("https:"), cookie  # nginx's X-Forwarded-Proto reached the app
+    if not open_app:
+        await page.goto(f"{origin}/api/health")
+    return page
+
+
+async def stream_many(browser, app, origin: str, count: int, message: str) -> dict:
+    page = await signed_in_page(browser, app, origin)
     try:
-        await page.goto(f"{origin}/api/health")  # any page of the origin: the fetches are same-origin
         return await page.evaluate(STREAM_MANY_JS, {"count": count, "message": message})
     finally:
         await page.close()
@@ -490,7 +531,7 @@ async def test_browser_streams_eight_threads_at_once_over_http2(make_app, settin
     nginx = await start_nginx(app_port(app))
     message = "[[tokens=15 delay_ms=100 prefix=P#_]]"
 
-    result = await stream_many(browser, nginx.https_url, 8, message)
+    result = await stream_many(browser, app, nginx.https_url, 8, message)
     print(f"\nHTTPS + HTTP/2: {overlap_summary(result)}")
     streams = result["streams"]
     assert result["protocols"] == ["h2"] * 8, result["protocols"]
@@ -502,7 +543,7 @@ async def test_browser_streams_eight_threads_at_once_over_http2(make_app, settin
     # All eight were streaming at the same moment: every one had its first token before any one had finished.
     assert max(s["first"] for s in streams) < min(s["end"] for s in streams), overlap_summary(result)
 
-    http1 = await stream_many(browser, nginx.http_url, 8, message)
+    http1 = await stream_many(browser, app, nginx.http_url, 8, message)
     print(f"plain HTTP/1.1 (documented, not asserted): {overlap_summary(http1)}")
 
 
@@ -545,16 +586,15 @@ async def test_browser_abort_over_http2_stops_only_that_stream(make_app, setting
     saves the partial answer as interrupted and closes its provider call; the other stream finishes."""
     app = await make_app(settings)
     nginx = await start_nginx(app_port(app))
-    page = await browser.new_page()
+    page = await signed_in_page(browser, app, nginx.https_url)
     try:
-        await page.goto(f"{nginx.https_url}/api/health")
         result = await page.evaluate(ABORT_ONE_JS, {"abortAfter": 5})
     finally:
         await page.close()
     assert "h2" in result["protocols"], result["protocols"]
     survivor = sse_events(result["survivorText"])
     assert survivor[-1]["type"] == "done" and sum(e["type"] == "token" for e in survivor) == 40
-    answer = await wait_answer_status(nginx.https_url, result["victim"], "interrupted")
+    answer = await wait_answer_status(nginx.https_url, result["victim"], "interrupted", app.headers)
     received = "".join(e["text"] for e in sse_events(result["victimText"]) if e["type"] == "token")
     record = await fake.wait_ended(index=[i for i, r in enumerate(fake.records)
                                           if "prefix=V" in r.messages[-1]["content"]][0])
@@ -586,11 +626,12 @@ async def test_the_pyodide_app_streams_eight_threads_at_once_over_http2(make_app
     app = await make_app(settings)
     nginx = await start_nginx(app_port(app))
     ids = [(await app.new_thread(title=f"h2 {i}"))["id"] for i in range(8)]
-    page = await browser.new_page()
+    page = await signed_in_page(browser, app, nginx.https_url, open_app=True)  # lands on the app, signed in
     try:
-        await page.goto(nginx.https_url + "/")
-        await page.wait_for_function("document.querySelector('[data-app-state]')?.dataset.appState === 'ready'",
-                                     timeout=60_000)
+        # (a selector, not wait_for_function: the page's Content-Security-Policy forbids the eval() it uses)
+        await page.wait_for_selector("html[data-app-state=ready], html[data-app-state=error]", timeout=60_000)
+        assert await page.get_attribute("html", "data-app-state") == "ready", await page.inner_text("#boot")
+        assert await page.get_attribute("html", "data-auth") == "signed-in"
         run = f"IDS = {ids!r}\n"
         started = json.loads(await page.evaluate("code => globalThis.pinchat.pyodide.runPython(code)",
                                                  run + START_IN_APP))
@@ -613,3 +654,183 @@ async def test_the_pyodide_app_streams_eight_threads_at_once_over_http2(make_app
         assert max(s[0] for s in sends) < min(s[-1] for s in sends)  # all eight were streaming at once
     finally:
         await page.close()
+
+
+# ---- 6. accounts behind nginx: allowed hosts, Secure cookies, single sign-on ------------------------------------
+
+
+async def test_foreign_host_through_nginx_is_refused_by_the_app(make_app, settings, fake, start_nginx):
+    """DNS rebinding: nginx passes the client's Host on (`proxy_set_header Host $host`), so a page of another site
+    whose name resolves to this server gets 421 from the app, for the API and for the page itself; the names the
+    app serves pass. A production server_name is given to the app with --allowed-hosts (nginx/README.md)."""
+    app = await make_app(settings, allowed_hosts=("chat.example.org",))
+    nginx = await start_nginx(app_port(app))
+    async with client_session(headers=app.headers) as http:
+        for base in (nginx.http_url, nginx.https_url):
+            for host, expected in (("127.0.0.1", 200), ("localhost", 200), ("chat.example.org", 200),
+                                   ("CHAT.example.org:443", 200), ("evil.example", 421), ("attacker.test:80", 421)):
+                for path in ("/api/threads", "/"):
+                    async with http.get(base + path, headers={"Host": host}, allow_redirects=False) as resp:
+                        assert resp.status == expected, (base, host, path, resp.status, await resp.text())
+                        if expected == 421:
+                            assert (await resp.json())["error"]["code"] == "host_not_allowed"
+
+
+def set_cookie(resp) -> tuple[str, set[str]]:
+    """The session cookie a response sets: (its value, its attribute names, lower case)."""
+    (header,) = [h for h in resp.headers.getall("Set-Cookie", []) if h.startswith("pinchat_session=")]
+    value, *attributes = [part.strip() for part in header.split(";")]
+    return value.split("=", 1)[1], {a.split("=", 1)[0].lower() for a in attributes}
+
+
+async def test_session_cookie_is_secure_over_https_through_nginx(make_app, settings, fake, start_nginx):
+    """nginx sends `X-Forwarded-Proto $scheme`; the app (nginx being a trusted proxy) marks the session cookie
+    Secure when the browser came over HTTPS, and not over plain HTTP, whatever X-Forwarded-Proto the client sends.
+    Both sign-in paths: the password form (POST /api/auth/login) and the one-time sign-in URL (`/?token=`)."""
+    app = await make_app(settings)
+    resp = await app.post("/api/users", {"username": "dora", "password": "correct horse battery"})
+    assert resp.status == 201, await resp.text()
+    nginx = await start_nginx(app_port(app))
+    login = {"username": "dora", "password": "correct horse battery"}
+    cases = [(nginx.https_url, {}, True), (nginx.http_url, {}, False),
+             (nginx.http_url, {"X-Forwarded-Proto": "https"}, False)]  # nginx overwrites the client's claim
+    async with client_session() as http:
+        for base, extra, secure in cases:
+            async with http.post(f"{base}/api/auth/login", json=login,
+                                 headers={"Origin": base, **extra}) as resp:
+                assert resp.status == 200, await resp.text()
+                cookie, attributes = set_cookie(resp)
+            assert ("secure" in attributes) == secure, (base, extra, attributes)
+            assert {"httponly", "path", "samesite"} <= attributes
+            async with http.get(f"{base}/api/auth/me", headers={"Cookie": f"pinchat_session={cookie}"}) as resp:
+                assert resp.status == 200 and (await resp.json())["user"]["username"] == "dora"
+            # A cookie-authenticated change needs a same-site Origin, which nginx leaves as it is.
+            async with http.post(f"{base}/api/threads", json={}, headers={"Cookie": f"pinchat_session={cookie}",
+                                                                         "Origin": base, **extra}) as resp:
+                assert resp.status == 201, await resp.text()
+            async with http.post(f"{base}/api/threads", json={}, headers={"Cookie": f"pinchat_session={cookie}",
+                                                                         "Origin": "https://evil.example"}) as resp:
+                assert resp.status == 403 and (await resp.json())["error"]["code"] == "csrf_rejected"
+
+            # The one-time sign-in URL reaches the app through nginx (the page `/` is proxied), sets the cookie
+            # and sends the browser on to `/`; a second use of it is refused.
+            link = await owner_login_link(app, base + "/")
+            for attempt in range(2):
+                async with http.get(link, headers=extra, allow_redirects=False) as resp:
+                    assert resp.status == 303, await resp.text()
+                    if attempt == 0:
+                        assert resp.headers["Location"] == "/"
+                        cookie, attributes = set_cookie(resp)
+                        assert ("secure" in attributes) == secure, (base, extra, attributes)
+                    else:
+                        assert resp.headers["Location"] == "/#signin-expired"
+            async with http.get(f"{base}/api/auth/me", headers={"Cookie": f"pinchat_session={cookie}"}) as resp:
+                assert (await resp.json())["user"]["username"] == "owner"
+            secret = link.split("?token=")[1]
+            assert secret not in nginx.access_log() and "GET /?token=[hidden]" in nginx.access_log()
+
+
+# Single sign-on: nginx asks an auth service (oauth2-proxy, Authelia, ... here a 20-line stand-in) about every
+# request with `auth_request`, and passes the user it names to the app in Remote-User; the app runs with
+# `--auth-header Remote-User` and believes that header only from its --trusted-proxies (nginx on 127.0.0.1).
+# The lines added to the config are the ones nginx/README.md documents, read from it.
+
+
+def readme_sso_blocks() -> tuple[str, str]:
+    """The two nginx blocks of nginx/README.md's "Single sign-on" section: server context, pinchat-proxy.conf."""
+    text = (ROOT / "nginx" / "README.md").read_text()
+    section = text[text.index("### Single sign-on"):]
+    blocks = section.split("```nginx\n")[1:3]
+    server, proxy = (block.split("```")[0] for block in blocks)
+    assert "auth_request /oauth2/auth;" in server and "proxy_pass http://127.0.0.1:4180;" in server
+    assert proxy.startswith("proxy_set_header Remote-User $user;")
+    return server, proxy
+
+
+async def test_single_sign_on_with_auth_request(make_app, settings, fake, start_nginx, aiohttp_server):
+    """nginx/README.md's auth_request example in a real nginx, in front of the app run with --auth-header
+    Remote-User: the auth service's approval signs erin in; without it nginx answers 401; a client's own
+    Remote-User never counts, through nginx or straight to the app from an untrusted address."""
+    from aiohttp import web
+
+    asked: list[tuple[str, str]] = []
+
+    async def auth_service(request: web.Request) -> web.Response:
+        """Approves a request whose cookie names a signed-in user of the service (202 + the user); else 401."""
+        user = request.cookies.get("sso_user", "")
+        asked.append((request.headers.get("X-Forwarded-Uri", ""), user))
+        if user in ("erin", "frank"):
+            return web.Response(status=202, headers={"X-Auth-Request-User": user})
+        return web.Response(status=401)
+
+    service = web.Application()
+    service.router.add_get("/oauth2/auth", auth_service)
+    service_server = await aiohttp_server(service)
+
+    app = await make_app(settings, auth_header="Remote-User")  # trusts 127.0.0.1 (the default): nginx
+
+    server_lines, proxy_lines = readme_sso_blocks()
+
+    def sso(nginx: Nginx) -> None:
+        nginx.replace_once(COMMON, "autoindex off;\n", "autoindex off;\n" + server_lines.replace(
+            "127.0.0.1:4180", f"127.0.0.1:{service_server.port}"))
+        nginx.replace_once(PROXY, 'proxy_set_header Remote-User "";', proxy_lines.strip())
+
+    nginx = await start_nginx(app_port(app), variant=sso)
+    base = nginx.https_url
+    erin = {"Cookie": "sso_user=erin", "Origin": base}
+    async with client_session() as http:
+        # Approved by the auth service: erin is signed in (her account made on first sight) and can work.
+        async with http.get(f"{base}/api/auth/me", headers=erin) as resp:
+            assert resp.status == 200, await resp.text()
+            me = await resp.json()
+        assert me["user"]["username"] == "erin" and not me["user"]["is_admin"] and me["sso"] is True
+        async with http.post(f"{base}/api/threads", json={"title": "erin's"}, headers=erin) as resp:
+            assert resp.status == 201, await resp.text()
+            thread = await resp.json()
+        async with http.get(f"{base}/api/threads", headers=erin) as resp:
+            assert [t["id"] for t in (await resp.json())["threads"]] == [thread["id"]]
+        assert ("/api/threads", "erin") in asked
+        # The stream works the same way, identified by the header.
+        stream = await timed_chat(base, thread["id"], "[[tokens=3]]", headers=erin)
+        assert stream.status == 200 and stream.types[-1] == "done", stream
+        # Her thread is hers: the owner does not see it.
+        owner_threads = await (await app.client.get("/api/threads")).json()
+        assert thread["id"] not in [t["id"] for t in owner_threads["threads"]]
+
+        # Without the auth service's approval nginx itself answers 401 (the app is never asked), also when the
+        # client names a user itself, and for the page and the static files too.
+        for path in ("/api/auth/me", "/api/threads", "/", "/style.css"):
+            for headers in ({}, {"Remote-User": "owner"}, {"Cookie": "sso_user=mallory", "Remote-User": "owner"}):
+                async with http.get(base + path, headers=headers) as resp:
+                    assert resp.status == 401, (path, headers, resp.status)
+                    assert not resp.headers["Content-Type"].startswith("application/json")  # nginx's own page
+
+        # Approved as erin but claiming to be the owner: nginx replaces the client's Remote-User with the user the
+        # auth service named.
+        async with http.get(f"{base}/api/auth/me", headers={**erin, "Remote-User": "owner"}) as resp:
+            assert (await resp.json())["user"]["username"] == "erin"
+        async with http.get(f"{base}/api/auth/me", headers={"Cookie": "sso_user=frank",
+                                                            "Remote-User": "erin"}) as resp:
+            assert (await resp.json())["user"]["username"] == "frank"
+
+    # The shipped config (no auth_request) drops a client's Remote-User, so an app switched to --auth-header behind
+    # it cannot be fooled either; the negative control: without that line the client would be the owner.
+    shipped = await start_nginx(app_port(app))
+    unguarded = await start_nginx(app_port(app), variant=lambda nginx: nginx.replace_once(
+        PROXY, 'proxy_set_header Remote-User "";', ""))
+    async with client_session() as http:
+        async with http.get(f"{shipped.https_url}/api/auth/me", headers={"Remote-User": "owner"}) as resp:
+            assert resp.status == 401 and (await resp.json())["error"]["code"] == "unauthenticated"
+        async with http.get(f"{unguarded.https_url}/api/auth/me", headers={"Remote-User": "owner"}) as resp:
+            assert (await resp.json())["user"]["username"] == "owner"
+
+    # Straight to the app from an address it does not trust (127.0.0.2), the header is ignored: no identity.
+    async with client_session(local_addr="127.0.0.2") as direct:
+        for name in ("owner", "erin"):
+            async with direct.get(f"{app.base.rstrip('/')}/api/auth/me", headers={"Remote-User": name}) as resp:
+                assert resp.status == 401, (name, await resp.text())
+                assert (await resp.json())["error"]["code"] == "unauthenticated"
+            async with direct.post(f"{app.base.rstrip('/')}/api/threads", json={},
+                                   headers={"Remote-User": name, "Origin": app.base.rstrip("/")}) as resp:
+                assert resp.status == 401, (name, await resp.text())

@@ -10,7 +10,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from server.context import PIN_NOTE
-from server.routes import BUDGET
+from server.keys import BUDGET
 from server.utility import FIXED_SUGGESTIONS
 from tests.fake_upstream import Script
 
@@ -68,7 +68,7 @@ async def test_junk_titles_are_refused(app, fake):
 
 async def timed_chat(app, thread_id: int, message: str) -> list[float]:
     arrivals = []
-    async with httpx.AsyncClient(base_url=app.base) as http:
+    async with app.http() as http:
         async with aconnect_sse(http, "POST", f"/api/threads/{thread_id}/chat", json={"message": message}) as src:
             async for sse in src.aiter_sse():
                 if json.loads(sse.data)["type"] == "token":
@@ -166,7 +166,7 @@ async def small_tree(app, fake):
 
 async def merge(app, thread_id: int, body: dict) -> list[dict]:
     events = []
-    async with httpx.AsyncClient(base_url=app.base, timeout=30) as http:
+    async with app.http(timeout=30) as http:
         async with aconnect_sse(http, "POST", f"/api/threads/{thread_id}/merge", json=body) as src:
             assert src.response.status_code == 200
             async for sse in src.aiter_sse():
@@ -193,7 +193,7 @@ async def test_merge_can_be_stopped_and_keeps_the_partial_text(app, fake):
     main, pin, _ = await small_tree(app, fake)
     fake.push(Script(tokens=[f"m{i} " for i in range(300)], delay=0.01))
     events = []
-    async with httpx.AsyncClient(base_url=app.base, timeout=30) as http:
+    async with app.http(timeout=30) as http:
         async with aconnect_sse(http, "POST", f"/api/threads/{main['id']}/merge",
                                 json={"threads": [main["id"], pin["id"]], "format": "summary"}) as src:
             async for sse in src.aiter_sse():

@@ -1,0 +1,130 @@
+"""Who is asking: session cookies, API tokens, one-time sign-in links, a trusted SSO header, or nobody.
+
+`authenticate` middleware: every `/api/` route but the public ones runs with `request[USER]` set, or answers 401.
+Identity comes from, in order: `Authorization: Bearer pc_...`, the session cookie, the `--auth-header` of a
+trusted proxy, or (`--auth none`) the owner. Secrets and passwords themselves: credentials.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from .account_store import AccountStore
+from .config import Settings, is_loopback
+from .credentials import new_secret, secret_hash
+from .errors import ApiError
+from .keys import DB, OWNER, SETTINGS
+from .proxy import client_address
+
+SESSION_COOKIE = "pinchat_session"
+PUBLIC_API = frozenset({"/api/health", "/api/auth/me", "/api/auth/login", "/api/openapi.json"})
+
+USER = web.RequestKey("user", dict)
+CREDENTIAL = web.RequestKey("credential", str)  # "session:<id>", "token:<id>", "header" or "none"
+
+@dataclass
+class OpenStreams:
+    """The streaming responses of this process by credential and user, so that ending a session (sign-out,
+    password change, disabled user, revoked token) ends its streams at once."""
+
+    tasks: dict[asyncio.Task, tuple[str, int]] = field(default_factory=dict)
+
+    def track(self, request: web.Request) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks[task] = (request[CREDENTIAL], request[USER]["id"])
+            task.add_done_callback(self.tasks.pop)
+
+    def end(self, *, credentials: set[str] = frozenset(), user_id: int | None = None,
+            keep: str | None = None) -> None:
+        for task, (credential, owner) in list(self.tasks.items()):
+            if credential != keep and (credential in credentials or owner == user_id):
+                task.cancel()
+
+
+OPEN_STREAMS = web.AppKey("open_streams", OpenStreams)
+
+
+def accounts_of(request: web.Request) -> AccountStore:
+    return request.app[DB].accounts
+
+
+async def identify(request: web.Request, settings: Settings) -> tuple[dict[str, Any], str] | None:
+    accounts = accounts_of(request)
+    authorization = request.headers.get("Authorization", "")
+    if authorization.startswith("Bearer "):
+        found = await accounts.token_user(secret_hash(authorization[7:].strip()))
+        if found is None:
+            raise ApiError(401, "unauthenticated", "This API token is not valid (revoked, or its user is disabled).")
+        return found[1], f"token:{found[0]}"
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        found = await accounts.session(secret_hash(cookie), settings.session_idle_hours * 3600)
+        if found is not None:
+            return found[1], f"session:{found[0]}"
+    if settings.auth_header and request.remote in settings.trusted_proxies:
+        name = request.headers.get(settings.auth_header, "").strip()
+        if name:
+            user = await accounts.user_by_name(name)
+            if user is None:
+                user = await accounts.create_user(name[:64], None)
+            return (None if user["disabled"] else (user, "header"))
+    if settings.auth == "none":
+        return request.app[OWNER], "none"
+    return None
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    settings = request.app[SETTINGS]
+    if settings.auth == "none" and settings.host_is_public and request.remote not in settings.trusted_proxies \
+            and not is_loopback(request.remote or ""):
+        raise ApiError(403, "forbidden", "Without accounts (--auth none) only the trusted proxies may connect.")
+    if request.path == "/" and "token" in request.query:
+        return await use_login_link(request, settings)
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    found = await identify(request, settings)
+    if found is not None:
+        request[USER], request[CREDENTIAL] = found
+    elif request.path not in PUBLIC_API:
+        raise ApiError(401, "unauthenticated", "Sign in first (or send an API token as `Authorization: Bearer`).")
+    return await handler(request)
+
+
+def is_https(request: web.Request, settings: Settings) -> bool:
+    if request.secure:
+        return True
+    return (request.remote in settings.trusted_proxies
+            and request.headers.get("X-Forwarded-Proto", "").lower() == "https")
+
+
+async def start_session(request: web.Request, response: web.StreamResponse, user: dict[str, Any]) -> None:
+    """A new session row and cookie (a fresh secret at every sign-in: a planted cookie is never promoted)."""
+    settings = request.app[SETTINGS]
+    old = request.get(CREDENTIAL, "")
+    if old.startswith("session:"):
+        await accounts_of(request).delete_session(int(old.split(":")[1]))
+    secret = new_secret()
+    await accounts_of(request).create_session(user["id"], secret_hash(secret))
+    response.set_cookie(SESSION_COOKIE, secret, httponly=True, samesite="Lax", path="/",
+                        secure=is_https(request, settings), max_age=int(settings.session_idle_hours * 3600))
+
+
+async def use_login_link(request: web.Request, settings: Settings) -> web.StreamResponse:
+    user_id = await accounts_of(request).use_login_link(secret_hash(request.query["token"]))
+    user = await accounts_of(request).user(user_id) if user_id is not None else None
+    if user is None or user["disabled"]:
+        raise web.HTTPSeeOther("/#signin-expired")
+    # the token leaves the address bar (and the history)
+    response = web.Response(status=303, headers={"Location": "/", "Cache-Control": "no-store"})
+    await start_session(request, response, user)
+    return response
+
+
+def client_key(request: web.Request) -> str:
+    return client_address(request, request.app[SETTINGS].trusted_proxies) or "unknown"

@@ -1,0 +1,81 @@
+"""The web's own attacks: DNS rebinding (Host allow-list), CSRF (JSON + same-site Origin), and the page's headers.
+
+Order of the middlewares (app.py): errors -> check_host -> authenticate -> check_csrf -> route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from .auth import CREDENTIAL
+from .errors import ApiError
+from .keys import SETTINGS
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# Pyodide compiles its WebAssembly ('wasm-unsafe-eval'); nothing else is allowed to run or load from elsewhere.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "script-src 'self' 'wasm-unsafe-eval'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+PAGE_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def host_name(value: str) -> str:
+    """The name part of a Host header or URL netloc: `Example.com:8080` -> `example.com`, `[::1]:80` -> `::1`."""
+    return (urlsplit(f"//{value}").hostname or "") if value else ""
+
+
+@web.middleware
+async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    if "*" not in settings.allowed_hosts:
+        name = host_name(request.headers.get("Host", ""))
+        if name not in settings.served_hosts():
+            raise ApiError(421, "host_not_allowed",
+                           f"This server does not answer for the host {name or '(none)'!r}; its operator can add it "
+                           "with --allowed-hosts.")
+    return await handler(request)
+
+
+@web.middleware
+async def check_csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A state change by an ambient credential (cookie, SSO header, no auth) must come from our own pages: a JSON
+    body (a cross-site form or a no-preflight fetch cannot send one) and a same-site Origin (or Referer)."""
+    if request.method in SAFE_METHODS or not request.path.startswith("/api/") \
+            or request.get(CREDENTIAL, "").startswith("token:"):
+        return await handler(request)
+    if request.content_type != "application/json":
+        raise ApiError(403, "csrf_rejected", "A state-changing request must send Content-Type: application/json.")
+    source = request.headers.get("Origin") or request.headers.get("Referer")
+    if not source or source == "null":
+        raise ApiError(403, "csrf_rejected", "A state-changing request must carry an Origin (or Referer) header.")
+    origin = host_name(urlsplit(source).netloc)
+    if origin != host_name(request.headers.get("Host", "")) and origin not in request.app[SETTINGS].served_hosts():
+        raise ApiError(403, "csrf_rejected", "This request came from another site.")
+    return await handler(request)
+
+
+async def add_page_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response gets the security headers and no version banner."""
+    for name, value in PAGE_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers["Server"] = "pinchat"

@@ -1,0 +1,242 @@
+"""Accounts through the real app: sign-in and out, the one-time URL, sessions that end, throttling, API tokens,
+single sign-on by a trusted proxy's header, the command line, and `--auth none`."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from server.credentials import login_link
+from server.keys import DB
+from tests.conftest import PASSWORD, add_user, browser_like, sign_in
+from tests.fake_upstream import Script
+from tests.server_process import ROOT, ServerProcess
+
+
+def accounts(app):
+    return app.client.server.app[DB].accounts
+
+
+async def test_one_time_url_signs_in_once_and_leaves_the_address_bar(app):
+    url = await login_link(accounts(app), (await accounts(app).user_by_name("owner"))["id"], app.base)
+    async with browser_like(app) as page:
+        resp = await page.get(url.removeprefix(app.base.rstrip("/")))
+        assert resp.status_code == 303 and resp.headers["Location"] == "/"
+        cookie = resp.headers["Set-Cookie"]
+        assert "pinchat_session=" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        assert "Secure" not in cookie  # plain HTTP here
+        me = (await page.get("/api/auth/me")).json()
+        assert me["user"]["username"] == "owner" and me["user"]["is_admin"] is True
+    async with browser_like(app) as other:  # the same URL again: used up
+        resp = await other.get(url.removeprefix(app.base.rstrip("/")))
+        assert resp.status_code == 303 and resp.headers["Location"] == "/#signin-expired"
+        assert "set-cookie" not in resp.headers
+        assert (await other.get("/api/auth/me")).status_code == 401
+
+
+async def test_sign_in_and_out_with_a_password(app):
+    await add_user(app, "alice")
+    async with browser_like(app) as page:
+        assert (await page.get("/api/threads")).status_code == 401
+        bad = await page.post("/api/auth/login", json={"username": "alice", "password": "wrong password"})
+        assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_credentials"
+        nobody = await page.post("/api/auth/login", json={"username": "nobody", "password": "wrong password"})
+        assert nobody.json() == bad.json()  # a missing name answers exactly like a wrong password
+        planted = "attacker-chosen"
+        ok = await page.post("/api/auth/login", json={"username": "alice", "password": PASSWORD},
+                             headers={"Cookie": f"pinchat_session={planted}"})
+        assert ok.status_code == 200 and ok.json()["user"]["username"] == "alice"
+        session = ok.cookies["pinchat_session"]
+        assert session != planted  # a fresh secret at every sign-in
+        assert (await page.get("/api/threads")).json() == {"threads": []}
+        assert (await page.post("/api/auth/logout", json={})).status_code == 204
+        assert (await page.get("/api/auth/me")).status_code == 401
+    async with browser_like(app, cookies={"pinchat_session": session}) as replay:
+        assert (await replay.get("/api/threads")).status_code == 401  # the row is gone, not just the cookie
+
+
+async def test_cookie_is_secure_behind_a_trusted_https_proxy_only(make_app, settings):
+    app = await make_app(settings)
+    await add_user(app, "alice")
+    async with browser_like(app) as page:
+        resp = await page.post("/api/auth/login", json={"username": "alice", "password": PASSWORD},
+                               headers={"X-Forwarded-Proto": "https"})
+        assert "Secure" in resp.headers["Set-Cookie"]
+    untrusted = await make_app(settings, trusted_proxies=("10.9.9.9",))
+    async with browser_like(untrusted) as page:
+        resp = await page.post("/api/auth/login", json={"username": "alice", "password": PASSWORD},
+                               headers={"X-Forwarded-Proto": "https"})
+        assert resp.status_code == 200 and "Secure" not in resp.headers["Set-Cookie"]
+
+
+async def stream_until_ended(client: httpx.AsyncClient, thread_id: int) -> list[dict]:
+    """Follow a chat until the server ends it (or the connection drops); the events read."""
+    import json
+
+    events = []
+    try:
+        async with aconnect_sse(client, "POST", f"/api/threads/{thread_id}/chat", json={"message": "go"}) as src:
+            async for sse in src.aiter_sse():
+                events.append(json.loads(sse.data))
+    except httpx.HTTPError:
+        pass
+    return events
+
+
+async def test_password_change_ends_the_other_sessions_and_their_streams(app, fake):
+    await add_user(app, "alice")
+    here, there = await sign_in(app, "alice", timeout=30), await sign_in(app, "alice", timeout=30)
+    thread = (await there.post("/api/threads", json={})).json()
+    fake.push(Script(tokens=[f"t{i} " for i in range(500)], delay=0.02))
+    stream = asyncio.create_task(stream_until_ended(there, thread["id"]))
+    while not (await here.get(f"/api/threads/{thread['id']}")).json()["streaming"]:
+        await asyncio.sleep(0.02)
+    changed = await here.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": "n3w password!"})
+    assert changed.status_code == 200
+    events = await asyncio.wait_for(stream, 5)
+    assert len(events) < 400  # cut off, long before the answer's end
+    assert (await there.get("/api/auth/me")).status_code == 401
+    assert (await here.get("/api/auth/me")).status_code == 200  # this session goes on, with a new secret
+    detail = (await here.get(f"/api/threads/{thread['id']}")).json()
+    while detail["streaming"]:
+        await asyncio.sleep(0.05)
+        detail = (await here.get(f"/api/threads/{thread['id']}")).json()
+    assert detail["messages"][-1]["status"] == "interrupted" and detail["messages"][-1]["content"].startswith("t0 ")
+    wrong = await here.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": "x" * 10})
+    assert wrong.status_code == 403
+    weak = await here.post("/api/auth/password", json={"current_password": "n3w password!", "new_password": "short"})
+    assert weak.status_code == 422 and weak.json()["error"]["code"] == "weak_password"
+    for client in (here, there):
+        await client.aclose()
+
+
+async def test_a_disabled_user_is_out_at_once(app):
+    alice = await add_user(app, "alice")
+    page = await sign_in(app, "alice")
+    token = (await page.post("/api/tokens", json={"name": "script"})).json()["token"]
+    resp = await app.client.patch(f"/api/users/{alice['id']}", json={"disabled": True})
+    assert resp.status == 200 and (await resp.json())["disabled"] is True
+    assert (await page.get("/api/threads")).status_code == 401
+    again = await page.post("/api/auth/login", json={"username": "alice", "password": PASSWORD})
+    assert again.status_code == 401
+    async with httpx.AsyncClient(base_url=app.base, headers={"Authorization": f"Bearer {token}"}) as script:
+        assert (await script.get("/api/threads")).status_code == 401
+    await page.aclose()
+
+
+async def test_failed_sign_ins_are_throttled_and_the_throttle_survives_a_restart(make_app, settings):
+    app = await make_app(settings)
+    await add_user(app, "alice")
+    async with browser_like(app) as page:
+        for _ in range(10):
+            resp = await page.post("/api/auth/login", json={"username": "alice", "password": "guess guess"})
+            assert resp.status_code == 401
+        blocked = await page.post("/api/auth/login", json={"username": "alice", "password": PASSWORD})
+        assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
+        assert blocked.json()["error"]["code"] == "too_many_attempts"
+    await app.client.close()
+    restarted = await make_app(settings)
+    async with browser_like(restarted) as page:
+        resp = await page.post("/api/auth/login", json={"username": "alice", "password": PASSWORD})
+        assert resp.status_code == 429
+
+
+async def test_api_tokens_are_shown_once_used_and_revoked(app):
+    await add_user(app, "alice")
+    await add_user(app, "bob")
+    alice, bob = await sign_in(app, "alice"), await sign_in(app, "bob")
+    created = await alice.post("/api/tokens", json={"name": "my script"})
+    assert created.status_code == 201
+    token = created.json()
+    assert token["token"].startswith("pc_")
+    listed = (await alice.get("/api/tokens")).json()["tokens"]
+    assert [t["name"] for t in listed] == ["my script"] and "token" not in listed[0]
+    assert (await bob.get("/api/tokens")).json() == {"tokens": []}
+    async with httpx.AsyncClient(base_url=app.base, headers={"Authorization": f"Bearer {token['token']}"}) as script:
+        made = await script.post("/api/threads", content=b'{"title": "from a script"}',
+                                 headers={"Content-Type": "application/json"})  # no Origin: bearer is CSRF-exempt
+        assert made.status_code == 201
+        assert [t["title"] for t in (await alice.get("/api/threads")).json()["threads"]] == ["from a script"]
+        assert (await bob.request("DELETE", f"/api/tokens/{token['id']}", json={})).status_code == 404  # not bob's
+        assert (await alice.request("DELETE", f"/api/tokens/{token['id']}", json={})).status_code == 204
+        assert (await script.get("/api/threads")).status_code == 401
+    for client in (alice, bob):
+        await client.aclose()
+
+
+async def test_single_sign_on_header_is_believed_from_trusted_proxies_only(make_app, settings):
+    app = await make_app(settings, auth_header="Remote-User")
+    async with browser_like(app, headers={"Remote-User": "carol"}) as proxied:
+        me = await proxied.get("/api/auth/me")
+        assert me.status_code == 200 and me.json()["user"]["username"] == "carol"  # created on first sight
+        assert (await proxied.post("/api/threads", json={"title": "sso"})).status_code == 201
+    stranger = await make_app(settings, auth_header="Remote-User", trusted_proxies=("10.9.9.9",))
+    async with httpx.AsyncClient(base_url=stranger.base, headers={"Remote-User": "carol"}) as direct:
+        assert (await direct.get("/api/threads")).status_code == 401
+
+
+async def test_auth_none_is_the_owner_without_signing_in(make_app, settings):
+    app = await make_app(settings, auth="none")
+    async with browser_like(app) as page:
+        assert (await page.get("/api/auth/me")).json()["user"]["username"] == "owner"
+        assert (await page.post("/api/threads", json={})).status_code == 201
+        assert (await page.post("/api/threads", content=b"{}")).status_code == 403  # CSRF rules still apply
+
+
+def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT, input=stdin, capture_output=True,
+                          text=True, timeout=60)
+
+
+async def test_command_line_user_management(tmp_path, make_app, settings):
+    db = str(tmp_path / "chat.db")
+    added = run_cli("users", "--db", db, "add", "dave", "--admin", "--password-stdin", stdin=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    listed = run_cli("users", "--db", db, "list").stdout
+    assert "owner" in listed and "dave" in listed and "admin" in listed
+    assert run_cli("users", "--db", db, "add", "dave", "--password-stdin", stdin=PASSWORD + "\n").returncode != 0
+    app = await make_app(settings)  # same file (settings.db)
+    await sign_in(app, "dave")
+    assert run_cli("users", "--db", db, "passwd", "dave", "--password-stdin", stdin="another one!\n").returncode == 0
+    async with browser_like(app) as page:
+        old = await page.post("/api/auth/login", json={"username": "dave", "password": PASSWORD})
+        assert old.status_code == 401
+    assert run_cli("users", "--db", db, "disable", "dave").returncode == 0
+    async with browser_like(app) as page:
+        assert (await page.post("/api/auth/login", json={"username": "dave", "password": "another one!"})).status_code == 401
+    url = run_cli("users", "--db", db, "login-url", "--base-url", app.base).stdout.strip()
+    async with browser_like(app) as page:
+        assert (await page.get(url.removeprefix(app.base.rstrip("/")))).status_code == 303
+        assert (await page.get("/api/auth/me")).json()["user"]["username"] == "owner"
+    token = run_cli("users", "--db", db, "token", "owner").stdout.strip()
+    async with httpx.AsyncClient(base_url=app.base, headers={"Authorization": f"Bearer {token}"}) as script:
+        assert (await script.get("/api/threads")).status_code == 200
+
+
+async def test_start_prints_a_sign_in_url_to_the_console_and_refuses_an_open_server(tmp_path, fake):
+    from tests.conftest import write_models_file
+
+    models = write_models_file(tmp_path / "models.yaml", fake)
+    server = ServerProcess("--db", str(tmp_path / "x.db"), "--models", str(models))
+    server.headers = {"x": "y"}  # no token made in advance: the printed URL is the way in
+    await server.start()
+    try:
+        line = ""
+        while "token=" not in line:
+            line = await asyncio.to_thread(server.proc.stdout.readline)
+        url = line.split("sign in as the owner with ")[1].split()[0]
+        async with httpx.AsyncClient(follow_redirects=True) as page:
+            resp = await page.get(url.replace("localhost", "127.0.0.1"))
+            assert resp.status_code == 200  # followed to the page
+            assert (await page.get(f"{server.url}/api/auth/me")).json()["user"]["username"] == "owner"
+    finally:
+        server.stop()
+    log = server.proc.stdout.read()
+    assert "token=[hidden]" in log.replace("%5Bhidden%5D", "[hidden]") and url.split("token=")[1] not in log
+    refused = run_cli("--host", "0.0.0.0", "--auth", "none", "--db", str(tmp_path / "y.db"))
+    assert refused.returncode != 0
+    assert refused.stderr.strip().count("\n") == 0 and "--auth none" in refused.stderr
