@@ -57,7 +57,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         log.info("marked %d answer(s) left streaming by the last run as interrupted", recovered)
     app[DB] = db
     app[OWNER] = await db.accounts.ensure_owner()
-    app[REGISTRY] = Registry(db, app[SETTINGS].flush_interval)
+    app[REGISTRY] = Registry(db, app[SETTINGS].flush_interval, app[SETTINGS].detach_grace)
     app[TURNS] = Turns(db, app[REGISTRY], app[ROUTER], app[BUDGET])
     app[UTILITY] = Utility(db, app[ROUTER])
     app[REGISTRY].on_complete = app[UTILITY].after_answer

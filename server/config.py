@@ -21,6 +21,7 @@ class Settings:
     models: Path | None = None  # None: the embedded model
     heartbeat: float = 15.0  # seconds between `: ping` comments; 0 disables them
     flush_interval: float = 0.5  # seconds between saves of a streaming answer
+    detach_grace: float = 30.0  # seconds an answer runs on after its last reader left (0: stop; -1: finish)
     pool_size: int = 2  # embedded model instances (concurrent embedded streams)
     max_message_chars: int = 32_000
     max_body_bytes: int = 1024 * 1024  # aiohttp's default: more is a 413
@@ -68,6 +69,9 @@ _OPTIONS = [
      "Default: the embedded SmolLM2-135M-Instruct model"),
     ("heartbeat", "PINCHAT_HEARTBEAT", float, "seconds between SSE `: ping` heartbeats (0 disables)"),
     ("flush_interval", "PINCHAT_FLUSH_INTERVAL", float, "seconds between saves of a streaming answer"),
+    ("detach_grace", "PINCHAT_DETACH_GRACE", float,
+     "seconds an answer goes on being written after its last reader left (a reload reattaches within it); "
+     "0 stops it at once, -1 always finishes it in the background"),
     ("pool_size", "PINCHAT_POOL_SIZE", int, "embedded model instances, i.e. embedded streams that run at once"),
     ("context_budget", "PINCHAT_CONTEXT_BUDGET", int,
      "tokens of conversation sent per chat (0: the model's context window minus --answer-reserve)"),

@@ -42,10 +42,11 @@ class Generation:
     is called once it is saved (with the final status)."""
 
     def __init__(self, thread_id: int, db: Database, flush_interval: float, saving: set[asyncio.Task[None]],
-                 on_end: Callable[[Generation, str], None]) -> None:
+                 on_end: Callable[[Generation, str], None], detach_grace: float = 0.0) -> None:
         self.thread_id = thread_id
         self.db = db
         self.flush_interval = flush_interval
+        self.detach_grace = detach_grace  # seconds it runs on with nobody following; < 0: to the end
         self.saving = saving  # final saves in flight, awaited on shutdown
         self.on_end = on_end
         self.user_message_id: int | None = None
@@ -56,12 +57,28 @@ class Generation:
         self.stop_reason: str | None = None
         self.task: asyncio.Task[None] | None = None
         self._subscribers = 0
+        self._detached: asyncio.TimerHandle | None = None  # the grace timer while nobody follows
         self._wakeup = asyncio.Event()
         self._saved_len = 0
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    def event_id(self, seq: int) -> str:
+        """An event's id on the wire names its generation, so an id from an older answer is never applied here."""
+        return f"{self.message_id}.{seq}"
+
+    def resume_point(self, last_event_id: str | None) -> int:
+        """The sequence number to follow after, from a Last-Event-ID (`<message id>.<n>`; another answer's id or
+        none: from the start). Raises ValueError for an id that is not of that form."""
+        if not last_event_id:
+            return 0
+        message_id, _, seq = last_event_id.partition(".")
+        message_id, seq = int(message_id), int(seq)  # ValueError for anything else
+        if message_id != self.message_id or seq < 0:
+            return 0
+        return min(seq, len(self.events))
 
     def emit(self, event: dict[str, Any]) -> None:
         self.events.append(event)
@@ -76,14 +93,22 @@ class Generation:
 
     @asynccontextmanager
     async def subscribe(self, after: int = 0) -> AsyncIterator[AsyncIterator[tuple[int, dict[str, Any]]]]:
-        """Follow the events from sequence number `after`; when the last subscriber leaves, stop."""
+        """Follow the events from sequence number `after`. When the last subscriber leaves without a stop, the
+        answer runs on for `detach_grace` seconds (a reattach cancels the timer), then stops."""
         self._subscribers += 1
+        if self._detached is not None:
+            self._detached.cancel()
+            self._detached = None
         try:
             yield self._follow(after)
         finally:
             self._subscribers -= 1
-            if self._subscribers == 0:
-                self.stop("client_gone")
+            if self._subscribers == 0 and not self.done:
+                if self.detach_grace == 0:
+                    self.stop("client_gone")
+                elif self.detach_grace > 0:
+                    self._detached = asyncio.get_running_loop().call_later(self.detach_grace, self.stop,
+                                                                           "client_gone")
 
     async def _follow(self, after: int) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         seq = after
@@ -136,6 +161,8 @@ class Generation:
         try:
             await asyncio.shield(save)
         finally:
+            if self._detached is not None:
+                self._detached.cancel()
             self.on_end(self, status)  # the thread is free before a subscriber can see the last event
             self.emit(final)
             self.done = True
@@ -167,9 +194,10 @@ def describe_failure(exc: Exception) -> tuple[str, str]:
 class Registry:
     """The running generations of this process, one per thread at most."""
 
-    def __init__(self, db: Database, flush_interval: float) -> None:
+    def __init__(self, db: Database, flush_interval: float, detach_grace: float = 0.0) -> None:
         self.db = db
         self.flush_interval = flush_interval
+        self.detach_grace = detach_grace
         self.active: dict[int, Generation] = {}
         self.saving: set[asyncio.Task[None]] = set()
         self.on_complete: Callable[[int], None] | None = None  # called with the thread id after a saved answer
@@ -177,7 +205,7 @@ class Registry:
     def reserve(self, thread_id: int) -> Generation:
         if thread_id in self.active:
             raise ThreadBusy(thread_id)
-        generation = Generation(thread_id, self.db, self.flush_interval, self.saving, self._ended)
+        generation = Generation(thread_id, self.db, self.flush_interval, self.saving, self._ended, self.detach_grace)
         self.active[thread_id] = generation
         return generation
 

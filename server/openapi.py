@@ -79,6 +79,7 @@ class Message(Out):
 class ThreadDetail(Thread):
     messages: list[Message]
     pins: list[Thread]
+    stream_event_id: str | None = None  # while answering: the event the text snapshot ends at (follow after it)
 
 
 class ThreadList(Out):
@@ -170,6 +171,7 @@ class Op:
     errors: tuple[int, ...] = ()
     auth: str = "required"  # "required", "none" (public) or "optional" (public, but reads who asks)
     links: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (operationId, id expression)
+    empty: tuple[int, str] | None = None  # a second success answered with no body: (status, when)
     description: str = ""
 
 
@@ -213,6 +215,9 @@ OPERATIONS: list[Op] = [
        errors=(404,)),
     Op("post", THREAD + "/chat", "chat", "Send a message; the answer streams back", body=s.Chat, out=SSE,
        errors=(404, 409, 413, 429)),
+    Op("get", THREAD + "/stream", "followThread", "Follow the running answer (replays after Last-Event-ID); "
+       "204 when none runs", out=SSE, query=s.FollowQuery, errors=(400, 404),
+       empty=(204, "No answer is being written in this thread")),
     Op("post", THREAD + "/cancel", "cancelThread", "Stop the thread's answer; returns once it is saved",
        out=Cancelled, errors=(404,)),
     Op("post", THREAD + "/merge", "mergeThreads", "Stream a merged write-up of threads of this tree", body=s.Merge,
@@ -243,7 +248,7 @@ def _event_stream(ref: dict[str, Any]) -> dict[str, Any]:
     # one `data:` line of JSON.
     return {SSE: {"schema": {
         "type": "object", "required": ["data"],
-        "properties": {"id": {"type": "string", "pattern": "^[0-9]+$"}, "event": {"type": "string"},
+        "properties": {"id": {"type": "string", "pattern": "^[0-9]+[.][0-9]+$"}, "event": {"type": "string"},
                        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": ref}}}}}
 
 
@@ -291,6 +296,8 @@ def _operation(op: Op, refs: dict[tuple[type[BaseModel], str], dict[str, Any]]) 
     error = {"application/json": {"schema": ref(Error)}}
     responses = {str(op.status): ok} | {str(code): {"description": ERRORS[code], "content": error}
                                         for code in sorted(statuses)}
+    if op.empty is not None:
+        responses[str(op.empty[0])] = {"description": op.empty[1]}
     result: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary,
                               "tags": ["accounts" if "/threads" not in op.path and op.path != "/api/import"
                                        else "conversations"],

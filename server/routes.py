@@ -11,7 +11,7 @@ from aiohttp import web
 from . import export
 from .db import Database
 from .errors import ApiError
-from .schemas import Chat, CreateThread, ExportDocument, ExportQuery, Merge, parse_body, parse_query
+from .schemas import Chat, CreateThread, ExportDocument, ExportQuery, FollowQuery, Merge, parse_body, parse_query
 from .schemas import path_id as parse_id
 from .auth import OPEN_STREAMS, USER
 from .keys import DB, REGISTRY, SETTINGS, TURNS, UTILITY
@@ -107,11 +107,30 @@ async def handle_get_thread(request: web.Request) -> web.Response:
     thread = await load_thread(request)
     messages = await db.messages(thread["id"])
     live = request.app[REGISTRY].get(thread["id"])
+    snapshot_event = None
     for message in messages:  # a streaming answer shows its text up to now, not its last flush
         if live is not None and message["id"] == live.message_id:
             message["content"] = live.text
+            snapshot_event = live.event_id(len(live.events))  # follow the stream after this one: nothing twice
     pins = [with_state(request, p) for p in await db.list_pins(thread["id"])]
-    return web.json_response({**thread, "messages": messages, "pins": pins})
+    return web.json_response({**thread, "messages": messages, "pins": pins, "stream_event_id": snapshot_event})
+
+
+@routes.get("/api/threads/{id}/stream")
+async def handle_follow(request: web.Request) -> web.StreamResponse:
+    """Follow the thread's running answer (a reload, a second tab, a dropped connection): replay the events after
+    `Last-Event-ID` (header, or `?after=`), then live. 204 when nothing is running (EventSource stops retrying)."""
+    thread = await load_thread(request)
+    generation = request.app[REGISTRY].get(thread["id"])
+    if generation is None or generation.message_id is None:
+        return web.Response(status=204)
+    try:
+        after = generation.resume_point(request.headers.get("Last-Event-ID") or parse_query(request, FollowQuery).after)
+    except ValueError:
+        raise ApiError(400, "invalid_event_id", "Last-Event-ID must be an event id of this stream "
+                                                "(`<message id>.<n>`).") from None
+    request.app[OPEN_STREAMS].track(request)
+    return await stream_generation(request, generation, request.app[SETTINGS].heartbeat, after)
 
 
 @routes.delete("/api/threads/{id}")

@@ -172,6 +172,10 @@ class ExportQuery(Query):
     format: choice("md", "json") = Field("md", json_schema_extra=code("invalid_format"))
 
 
+class FollowQuery(Query):
+    after: bounded(40) | None = Field(None, description="an event id `<message id>.<n>` (as Last-Event-ID)")
+
+
 # The export document (GET .../export?format=json), which POST /api/import takes back.
 
 class ExportPart(BaseModel):

@@ -2,7 +2,7 @@
 
 aiohttp-sse owns the protocol details (mandatory headers incl. `X-Accel-Buffering: no`, `: ping` heartbeats from
 the moment headers are sent, refusing compression, a send timeout for stalled clients); this module adds our
-framing (`id: <n>` + one compact JSON `data:` line) and ties a response's life to a generation subscription.
+framing (`id: <message id>.<n>` + one compact JSON `data:` line) and ties a response's life to a generation subscription.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ async def stream_generation(request: web.Request, generation: Generation, heartb
         await response.prepare(request)
         try:
             async for seq, event in events:
-                await response.send(json.dumps(event, ensure_ascii=False, separators=(",", ":")), id=str(seq))
+                await response.send(json.dumps(event, ensure_ascii=False, separators=(",", ":")),
+                                    id=generation.event_id(seq))
         except (ConnectionResetError, TimeoutError):
-            return response  # client gone or stalled: leaving the subscription stops the generation
+            return response  # client gone or stalled: leaving the subscription detaches (see Generation.subscribe)
         finally:
             response.stop_streaming()
     await response.write_eof()

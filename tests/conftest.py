@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before LiteLLM is imported, as __main__ does
+# Server processes started by tests (browser, nginx, lifecycle) stop an answer when its client goes, as before
+# resume: the page's Stop still aborts the fetch only. tests/test_resume.py covers the grace.
+os.environ.setdefault("PINCHAT_DETACH_GRACE", "0")
 
 import asyncio
 import json
@@ -53,8 +56,10 @@ async def backup():
 
 @pytest.fixture
 def settings(tmp_path, fake) -> Settings:
+    # detach_grace=0: a vanished client stops its answer at once, as before resume existed; tests/test_resume.py
+    # sets a grace of its own.
     return Settings(db=tmp_path / "chat.db", models=write_models_file(tmp_path / "models.yaml", fake),
-                    flush_interval=0.1)
+                    flush_interval=0.1, detach_grace=0)
 
 
 async def api_token(db_path: Path, username: str | None = None) -> str:

@@ -27,8 +27,9 @@ async def test_tokens_arrive_in_order_with_exact_text_and_numbered_frames(app, f
 
     assert [e["type"] for e in events] == ["start"] + ["token"] * len(tokens) + ["done"]
     assert [e["text"] for e in events if e["type"] == "token"] == tokens
-    assert [int(e["id"]) for e in events] == list(range(1, len(events) + 1))
     start, done = events[0], events[-1]
+    # numbered per generation, and named by it: `<answer's message id>.<n>`
+    assert [e["id"] for e in events] == [f"{start['message_id']}.{n}" for n in range(1, len(events) + 1)]
     assert done["message_id"] == start["message_id"] and done["finish_reason"] == "stop"
     assert done["usage"]["completion_tokens"] == len(tokens)
     row = answer_row(app, start["message_id"])
@@ -54,7 +55,8 @@ async def test_headers_and_raw_framing(app, fake):
     assert "Content-Encoding" not in resp.headers
     frames = raw.split("\n\n")
     assert frames[-1] == ""
-    assert frames[1] == 'id: 2\ndata: {"type":"token","text":"a"}'
+    answer_id = json.loads(frames[0].split("data: ", 1)[1])["message_id"]
+    assert frames[1] == f'id: {answer_id}.2\ndata: {{"type":"token","text":"a"}}'
 
 
 async def test_multibyte_utf8_tokens_survive(app, fake):

@@ -1,0 +1,154 @@
+"""Resume through the real app: a vanished client is not a stop; GET /api/threads/{id}/stream reattaches with
+Last-Event-ID, exactly (no gap, no duplicate); the grace timer; stop and delete while detached; old ids."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from httpx_sse import aconnect_sse
+
+from tests.fake_upstream import Script
+
+TOKENS = [f"w{i} " for i in range(120)]
+
+
+@pytest.fixture
+async def app(make_app, settings):
+    return await make_app(settings, detach_grace=5)
+
+
+async def read_events(http, method: str, path: str, *, count: int | None = None, headers=None, **kwargs):
+    """(events, response status): read to the end, or drop the connection after `count` tokens."""
+    events = []
+    async with aconnect_sse(http, method, path, headers=dict(headers or {}), **kwargs) as src:
+        if src.response.status_code != 200:
+            return events, src.response.status_code
+        async for sse in src.aiter_sse():
+            events.append({"id": sse.id, **json.loads(sse.data)})
+            if count is not None and sum(e["type"] == "token" for e in events) >= count:
+                break
+    return events, 200
+
+
+def text(events) -> str:
+    return "".join(e["text"] for e in events if e["type"] == "token")
+
+
+def answer(app, message_id: int):
+    return tuple(app.rows("SELECT status, content FROM messages WHERE id = ?", message_id)[0])
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_drop_then_reattach_gives_exactly_the_upstream_text(app, fake):
+    fake.push(Script(tokens=TOKENS, delay=0.01))
+    thread = await app.new_thread()
+    path = f"/api/threads/{thread['id']}"
+    async with app.http(timeout=30) as http:
+        first, _ = await read_events(http, "POST", path + "/chat", json={"message": "go"}, count=7)
+        await asyncio.sleep(0.2)  # the answer goes on while nobody reads it
+        assert (await http.get(path)).json()["streaming"] is True
+        rest, status = await read_events(http, "GET", path + "/stream", headers={"Last-Event-ID": first[-1]["id"]})
+    assert status == 200
+    assert text(first) + text(rest) == "".join(TOKENS)  # no gap, no duplicate
+    assert rest[-1]["type"] == "done" and rest[0]["id"].split(".")[1] == str(int(first[-1]["id"].split(".")[1]) + 1)
+    assert answer(app, first[0]["message_id"]) == ("complete", "".join(TOKENS))
+
+
+async def test_snapshot_then_follow_from_its_event(app, fake):
+    fake.push(Script(tokens=TOKENS, delay=0.01))
+    thread = await app.new_thread()
+    path = f"/api/threads/{thread['id']}"
+    async with app.http(timeout=30) as http:
+        first, _ = await read_events(http, "POST", path + "/chat", json={"message": "go"}, count=3)
+        detail = (await http.get(path)).json()
+        snapshot = detail["messages"][-1]["content"]
+        rest, _ = await read_events(http, "GET", path + "/stream", params={"after": detail["stream_event_id"]})
+    assert snapshot + text(rest) == "".join(TOKENS)
+
+
+async def test_two_subscribers_get_the_same_events(app, fake):
+    fake.push(Script(tokens=TOKENS[:40], delay=0.01))
+    thread = await app.new_thread()
+    path = f"/api/threads/{thread['id']}"
+    async with app.http(timeout=30) as http:
+        post = asyncio.create_task(read_events(http, "POST", path + "/chat", json={"message": "go"}))
+        await wait_for(lambda: app.rows("SELECT id FROM messages WHERE role = 'assistant'"))
+        second, _ = await read_events(http, "GET", path + "/stream")
+        first, _ = await post
+    assert first == second  # replayed from the start, then live: the same ids and payloads
+
+
+async def test_reattach_after_the_end_is_204_and_the_answer_is_saved(app, fake):
+    fake.push(Script(tokens=TOKENS[:20], delay=0.0))
+    thread = await app.new_thread()
+    events = await app.chat(thread["id"], "go")
+    async with app.http() as http:
+        resp = await http.get(f"/api/threads/{thread['id']}/stream", headers={"Last-Event-ID": events[-1]["id"]})
+    assert resp.status_code == 204
+    assert answer(app, events[0]["message_id"]) == ("complete", "".join(TOKENS[:20]))
+
+
+async def test_no_reattach_means_interrupted_after_the_grace_with_every_generated_character(make_app, settings, fake):
+    app = await make_app(settings, detach_grace=0.5)
+    fake.push(Script(tokens=[f"t{i} " for i in range(2000)], delay=0.005))
+    thread = await app.new_thread()
+    async with app.http(timeout=30) as http:
+        first, _ = await read_events(http, "POST", f"/api/threads/{thread['id']}/chat", json={"message": "go"},
+                                     count=3)
+    message_id = first[0]["message_id"]
+    await asyncio.sleep(0.3)
+    assert answer(app, message_id)[0] == "streaming"  # still within the grace
+    await wait_for(lambda: answer(app, message_id)[0] == "interrupted")
+    record = await fake.wait_ended()
+    status, content = answer(app, message_id)
+    assert content == "".join(f"t{i} " for i in range(len(content.split())))  # a clean prefix
+    assert len(content.split()) > 3 and record.tokens_sent >= len(content.split())
+
+
+async def test_an_older_answers_id_is_not_applied_to_a_newer_one(app, fake):
+    fake.push(Script(tokens=TOKENS[:10], delay=0.0))
+    thread = await app.new_thread()
+    old = await app.chat(thread["id"], "first")
+    fake.push(Script(tokens=TOKENS[:30], delay=0.01))
+    path = f"/api/threads/{thread['id']}"
+    async with app.http(timeout=30) as http:
+        new, _ = await read_events(http, "POST", path + "/chat", json={"message": "second"}, count=2)
+        replay, _ = await read_events(http, "GET", path + "/stream", headers={"Last-Event-ID": old[-1]["id"]})
+        bad = await http.get(path + "/stream", headers={"Last-Event-ID": "not-an-id"})
+    assert replay[0]["type"] == "start" and text(replay) == "".join(TOKENS[:30])  # from the new answer's start
+    assert bad.status_code in (204, 400)
+
+
+async def test_stop_and_delete_while_detached(app, fake):
+    for action in ("cancel", "delete"):
+        fake.push(Script(tokens=TOKENS * 10, delay=0.01))
+        thread = await app.new_thread()
+        path = f"/api/threads/{thread['id']}"
+        async with app.http(timeout=30) as http:
+            first, _ = await read_events(http, "POST", path + "/chat", json={"message": "go"}, count=2)
+            if action == "cancel":
+                assert (await http.post(path + "/cancel", json={})).json() == {"cancelled": True}
+                assert answer(app, first[0]["message_id"])[0] == "interrupted"  # saved when cancel answered
+                assert (await http.get(path + "/stream")).status_code == 204
+            else:
+                assert (await http.delete(path)).status_code == 204
+                assert (await http.get(path + "/stream")).status_code == 404
+        assert app.client.server.app[__import__("server.keys").keys.REGISTRY].active == {}
+
+
+async def test_grace_zero_stops_at_once_as_before(make_app, settings, fake):
+    app = await make_app(settings, detach_grace=0)
+    fake.push(Script(tokens=TOKENS * 10, delay=0.01))
+    thread = await app.new_thread()
+    async with app.http(timeout=30) as http:
+        first, _ = await read_events(http, "POST", f"/api/threads/{thread['id']}/chat", json={"message": "go"},
+                                     count=2)
+    await wait_for(lambda: answer(app, first[0]["message_id"])[0] == "interrupted", timeout=1.0)
