@@ -40,6 +40,18 @@ async def sign_in_url(settings, base_url: str) -> str:
         await db.close()
 
 
+def event_loop(choice: str):
+    """uvloop's loop when installed (less CPU per token: bench/README.md), unless `--loop asyncio`."""
+    if choice == "auto":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["users"]:
@@ -62,17 +74,19 @@ def main(argv: list[str] | None = None) -> None:
     model = f"models from {settings.models}" if settings.models else "the embedded SmolLM2-135M-Instruct model"
     url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}/"
     url = asyncio.run(sign_in_url(settings, url))
+    loop = event_loop(settings.loop)
 
     def announce(_line: str) -> None:
         # The one-time URL goes to this console only (never to the log): whoever can read it can sign in once.
         how = "sign in as the owner with" if settings.auth != "none" else "open"
-        print(f"pinchat is running with {model}: {how} {url}  (Ctrl-C stops it)", flush=True)
+        loop_name = type(loop).__module__.split(".")[0]  # uvloop or asyncio
+        print(f"pinchat is running with {model} on {loop_name}: {how} {url}  (Ctrl-C stops it)", flush=True)
 
     # handler_cancellation: aiohttp cancels a handler when its client disconnects (off by default), which is
     # how a closed tab stops a generation within milliseconds even while the provider is silent.
     try:
         web.run_app(app, host=settings.host, port=settings.port, handler_cancellation=True, print=announce,
-                    access_log_class=ProxyAwareAccessLogger, shutdown_timeout=10)
+                    access_log_class=ProxyAwareAccessLogger, shutdown_timeout=10, loop=loop)
     except OSError as exc:  # e.g. the port is taken: say so plainly, no traceback
         sys.exit(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc} "
                  "(choose another with --port or PINCHAT_PORT)")

@@ -35,6 +35,8 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides the loopback names and --host; "*": any
     session_idle_hours: float = 168.0
     max_streams_per_user: int = 8
+    max_generations: int = 256  # answers this process writes at once; past it a new one gets 503 + Retry-After
+    loop: str = "auto"  # auto: uvloop when installed; asyncio: the standard loop
     chats_per_minute: int = 30
     web_root: Path = field(default=ROOT / "web")
 
@@ -94,6 +96,10 @@ _OPTIONS = [
     ("session_idle_hours", "PINCHAT_SESSION_IDLE_HOURS", float, "a session unused this long ends"),
     ("max_streams_per_user", "PINCHAT_MAX_STREAMS_PER_USER", int, "answers one user may stream at once"),
     ("chats_per_minute", "PINCHAT_CHATS_PER_MINUTE", int, "answers (chats and merges) one user may start per minute"),
+    ("max_generations", "PINCHAT_MAX_GENERATIONS", int,
+     "answers this process writes at once; past it a new chat gets 503 with Retry-After instead of slowing every "
+     "running stream down"),
+    ("loop", "PINCHAT_LOOP", str, "event loop: auto (uvloop when installed) or asyncio"),
 ]
 
 
@@ -122,6 +128,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                 parser.error(f"--{name.replace('_', '-')}: invalid value {values[name]!r}")
     for name in ("trusted_proxies", "allowed_hosts"):
         values[name] = tuple(p.strip() for p in values[name].split(",") if p.strip())
+    if values["loop"] not in ("auto", "asyncio"):
+        parser.error("--loop: choose auto or asyncio")
     if values["auth"] not in ("password", "none"):
         parser.error("--auth: choose password or none")
     if values["auth"] == "none" and not is_loopback(values["host"]) \

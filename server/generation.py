@@ -92,7 +92,7 @@ class Generation:
             self.task.cancel()
 
     @asynccontextmanager
-    async def subscribe(self, after: int = 0) -> AsyncIterator[AsyncIterator[tuple[int, dict[str, Any]]]]:
+    async def subscribe(self, after: int = 0) -> AsyncIterator[AsyncIterator[tuple[int, list[dict[str, Any]]]]]:
         """Follow the events from sequence number `after`. When the last subscriber leaves without a stop, the
         answer runs on for `detach_grace` seconds (a reattach cancels the timer), then stops."""
         self._subscribers += 1
@@ -110,12 +110,16 @@ class Generation:
                     self._detached = asyncio.get_running_loop().call_later(self.detach_grace, self.stop,
                                                                            "client_gone")
 
-    async def _follow(self, after: int) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    async def _follow(self, after: int) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+        """Every event after `after`, as (sequence number of the first, the events available now): a reader that
+        fell behind gets its backlog in one piece (sse.py may coalesce it)."""
         seq = after
         while True:
-            while seq < len(self.events):
-                seq += 1
-                yield seq, self.events[seq - 1]
+            if seq < len(self.events):
+                batch = self.events[seq:]
+                yield seq + 1, batch
+                seq += len(batch)
+                continue
             if self.done:
                 return
             await self._wakeup.wait()

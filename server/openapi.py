@@ -155,6 +155,7 @@ ERRORS = {
     421: "host_not_allowed: the Host header is not one this server answers for",
     422: "a field is invalid: the code names it (invalid_field, invalid_message, invalid_anchor, ...)",
     429: "too_many_attempts, too_many_streams or rate_limited (see Retry-After)",
+    503: "server_busy: this process writes as many answers as it admits (see Retry-After)",
 }
 
 
@@ -214,14 +215,14 @@ OPERATIONS: list[Op] = [
     Op("delete", THREAD, "deleteThread", "Delete a thread and its pins (stopping their streams)", status=204,
        errors=(404,)),
     Op("post", THREAD + "/chat", "chat", "Send a message; the answer streams back", body=s.Chat, out=SSE,
-       errors=(404, 409, 413, 429)),
+       errors=(404, 409, 413, 429, 503)),
     Op("get", THREAD + "/stream", "followThread", "Follow the running answer (replays after Last-Event-ID); "
        "204 when none runs", out=SSE, query=s.FollowQuery, errors=(400, 404),
        empty=(204, "No answer is being written in this thread")),
     Op("post", THREAD + "/cancel", "cancelThread", "Stop the thread's answer; returns once it is saved",
        out=Cancelled, errors=(404,)),
     Op("post", THREAD + "/merge", "mergeThreads", "Stream a merged write-up of threads of this tree", body=s.Merge,
-       out=SSE, errors=(404, 409, 429)),
+       out=SSE, errors=(404, 409, 429, 503)),
     Op("get", THREAD + "/export", "exportThread", "The whole tree as Markdown or as a JSON export",
        query=s.ExportQuery, out="export", errors=(404,)),
     Op("post", "/api/import", "importThread", "A JSON export back as a new tree", status=201,

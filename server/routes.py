@@ -160,6 +160,10 @@ async def stream_answer(request: web.Request, thread: dict[str, Any],
                         start: Callable[[Turns], Awaitable[Generation]]) -> web.StreamResponse:
     """Start a turn (409 if the thread is busy) and stream its answer as this response."""
     await check_limits(request)
+    settings = request.app[SETTINGS]
+    if len(request.app[REGISTRY].active) >= settings.max_generations:  # admission: keep the running ones fast
+        raise ApiError(503, "server_busy", f"The server is writing {settings.max_generations} answers already; "
+                                           "try again in a few seconds.", {"Retry-After": "5"})
     try:
         generation = await start(request.app[TURNS])
     except ThreadBusy:

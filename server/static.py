@@ -34,6 +34,7 @@ CONTENT_TYPES = {
     ".wasm": "application/wasm",
     ".json": "application/json",
     ".zip": "application/zip",
+    ".whl": "application/zip",  # the Markdown renderer's pure-Python wheels (scripts/vendor_wheels.sh)
     ".svg": "image/svg+xml",
     ".png": "image/png",
     ".ico": "image/x-icon",

@@ -228,6 +228,7 @@ async def test_start_prints_a_sign_in_url_to_the_console_and_refuses_an_open_ser
         line = ""
         while "token=" not in line:
             line = await asyncio.to_thread(server.proc.stdout.readline)
+        assert " on uvloop: " in line  # the faster loop by default (in-process tests run the standard one)
         url = line.split("sign in as the owner with ")[1].split()[0]
         async with httpx.AsyncClient(follow_redirects=True) as page:
             resp = await page.get(url.replace("localhost", "127.0.0.1"))

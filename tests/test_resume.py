@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import pytest
 from httpx_sse import aconnect_sse
@@ -152,3 +153,41 @@ async def test_grace_zero_stops_at_once_as_before(make_app, settings, fake):
         first, _ = await read_events(http, "POST", f"/api/threads/{thread['id']}/chat", json={"message": "go"},
                                      count=2)
     await wait_for(lambda: answer(app, first[0]["message_id"])[0] == "interrupted", timeout=1.0)
+
+
+def test_a_backlog_of_tokens_is_coalesced_into_one_frame_with_the_last_id():
+    from server import events
+    from server.sse import coalesce_tokens
+
+    batch = [events.token("a"), events.token("b"), events.done(7, "stop", None)]
+    assert coalesce_tokens(4, batch) == (5, events.token("ab"), 2)
+    assert coalesce_tokens(6, batch[2:]) == (6, batch[2], 1)
+    start = [events.start(1, 2, "chat"), events.token("x")]
+    assert coalesce_tokens(1, start) == (1, start[0], 1)
+
+
+async def test_a_reader_that_falls_behind_gets_fewer_frames_and_the_same_text(app, fake):
+    from urllib.parse import urlsplit
+
+    tokens = [f"{i:05d}" + "x" * 10_000 for i in range(1000)]  # 10 MB: more than the socket buffers hold
+    fake.push(Script(tokens=tokens, delay=0.0))
+    thread = await app.new_thread()
+    url = urlsplit(app.base)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow reader's small window
+    sock.connect((url.hostname, url.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    body = b'{"message": "flood"}'
+    writer.write(f"POST /api/threads/{thread['id']}/chat HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                 f"Authorization: Bearer {app.token}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    await writer.drain()
+    await asyncio.sleep(1.5)  # not reading: the server's socket buffer fills
+    raw = await reader.read()  # then everything, to the end
+    writer.close()
+    frames = [f for f in raw.decode().split("\n\n") if "data: " in f]
+    payloads = [json.loads(f.split("data: ", 1)[1].split("\n")[0]) for f in frames]
+    token_frames = [p["text"] for p in payloads if p["type"] == "token"]
+    assert "".join(token_frames) == "".join(tokens)  # exact
+    assert len(token_frames) < len(tokens)  # fewer writes: backlogs went out as one frame each
+    assert payloads[-1]["type"] == "done"

@@ -126,3 +126,21 @@ async def test_per_user_limits_on_streams_and_chats_per_minute(make_app, setting
         assert third.status_code == 429 and third.json()["error"]["code"] == "rate_limited"
         assert int(third.headers["Retry-After"]) > 0
     assert len(app.rows("SELECT id FROM messages WHERE role = 'user'")) == 2  # the refused ones wrote nothing
+
+
+async def test_past_the_admission_limit_a_new_chat_gets_503_and_the_running_one_goes_on(make_app, settings, fake):
+    from tests.fake_upstream import Script
+
+    app = await make_app(settings, max_generations=1)
+    first, second = await app.new_thread(), await app.new_thread()
+    fake.push(Script(tokens=[f"t{i} " for i in range(100)], delay=0.01))
+    async with app.http(timeout=30) as http:
+        async with http.stream("POST", f"/api/threads/{first['id']}/chat", json={"message": "long"}) as streaming:
+            lines = streaming.aiter_lines()
+            await lines.__anext__()
+            busy = await http.post(f"/api/threads/{second['id']}/chat", json={"message": "and this"})
+            assert busy.status_code == 503 and busy.json()["error"]["code"] == "server_busy"
+            assert busy.headers["Retry-After"] == "5"
+            rest = [line async for line in lines]
+    assert '"type":"done"' in rest[-1] or any('"done"' in line for line in rest)
+    assert len(app.rows("SELECT id FROM messages WHERE thread_id = ?", second["id"])) == 0
