@@ -3,6 +3,8 @@ upstream process (answers chosen by `[[tokens=... delay_ms=... prefix=...]]` dir
 
 One fake upstream and one app process serve the whole session; one browser too. Each test module shares one booted
 page (`app_page`: Pyodide boots once per module); tests that need a pristine or disposable page use `fresh_page`.
+Pages sign in as the owner with a fresh one-time sign-in link (`boot(page, app_server)`); the test's own API calls
+(`app_server.get/post`, `app_server.client()`) use an owner API token made with `python -m server users token`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ CHROMIUM = os.environ.get("PINCHAT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1440, "height": 900}
+OWNER = "owner"  # the account the server creates on first start (an admin, signed in by the printed link)
 
 
 def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30.0) -> None:
@@ -74,7 +77,8 @@ def fake_upstream_url():
 
 
 class AppServer:
-    """The real app (`python -m server`) on a free port, and a small client for its JSON API."""
+    """The real app (`python -m server`) on a free port, its `users` command line, and a small client for its JSON
+    API signed in with an API token of the owner."""
 
     def __init__(self, tmp: Path, upstream_url: str) -> None:
         self.port = free_port()
@@ -84,30 +88,63 @@ class AppServer:
         self.log = (tmp / "server.log").open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port), "--db", str(self.db),
-             "--models", str(models), "--flush-interval", "0.1"],
+             "--models", str(models), "--flush-interval", "0.1",
+             # one owner runs the whole suite: lift the per-user limits a real user has
+             "--chats-per-minute", "10000", "--max-streams-per-user", "50"],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True)
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # LiteLLM's import and warm-up take ~30 s on a busy 2-vCPU box
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"app exited early, see {self.log.name}")
             try:
                 if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
-                    return
+                    break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError("app did not start")
             time.sleep(0.1)
+        self.token = self.users("token", OWNER)
+        assert self.token.startswith("pc_"), self.token
+        self.headers = {"Authorization": f"Bearer {self.token}"}
 
-    def get(self, path: str) -> dict:
-        resp = httpx.get(self.url + path, timeout=10)
+    def users(self, *args: str, stdin: str | None = None) -> str:
+        """`python -m server users ARGS` on this server's database; its last line of output."""
+        done = subprocess.run([sys.executable, "-m", "server", "users", "--db", str(self.db), *args], cwd=ROOT,
+                              input=stdin, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"users {args}: {done.stdout}{done.stderr}"
+        return done.stdout.strip().splitlines()[-1]
+
+    def log_text(self) -> str:
+        """What the server printed so far (its start-up line holds a one-time sign-in link for the owner)."""
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+    def login_url(self, name: str | None = None) -> str:
+        """A fresh one-time sign-in URL (for the owner unless `name`)."""
+        return self.users("login-url", *([name] if name else []), "--base-url", self.url + "/")
+
+    def add_user(self, name: str, password: str, *, admin: bool = False) -> None:
+        self.users("add", name, "--password-stdin", *(["--admin"] if admin else []), stdin=password + "\n")
+
+    def user_token(self, name: str) -> str:
+        return self.users("token", name)
+
+    def client(self, token: str | None = None, **kwargs) -> httpx.AsyncClient:
+        """An async client of the API, signed in with the owner's token (or `token`)."""
+        headers = {"Authorization": f"Bearer {token or self.token}"}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, **kwargs)
+
+    def get(self, path: str, token: str | None = None) -> dict:
+        resp = httpx.get(self.url + path, timeout=10, headers={"Authorization": f"Bearer {token or self.token}"})
         resp.raise_for_status()
         return resp.json()
 
-    def post(self, path: str, body: dict | None = None) -> dict:
-        resp = httpx.post(self.url + path, json=body or {}, timeout=10)
+    def post(self, path: str, body: dict | None = None, token: str | None = None) -> dict:
+        resp = httpx.post(self.url + path, json=body or {}, timeout=10,
+                          headers={"Authorization": f"Bearer {token or self.token}"})
         resp.raise_for_status()
         return resp.json()
 
@@ -146,7 +183,7 @@ async def app_page(browser, app_server):
     page = await context.new_page()
     page.problems = []  # uncaught page errors, seen by tests that care
     page.on("pageerror", lambda exc: page.problems.append(str(exc)))
-    await boot(page, app_server.url)
+    await boot(page, app_server)
     yield page
     await context.close()
 

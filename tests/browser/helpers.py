@@ -25,14 +25,32 @@ def directive(prefix: str, count: int, delay_ms: int = 0, **extra) -> str:
     return f"[[tokens={count} delay_ms={delay_ms} prefix={prefix}{more}]]"
 
 
-async def boot(page, url: str) -> float:
-    """Open the app and wait until Python has started it; return the seconds it took."""
+async def boot(page, server, user: str | None = None) -> float:
+    """Sign the page's browser context in (as the owner, or `user`) with a fresh one-time sign-in link of `server`
+    (an AppServer), which lands on the app; wait until Python has started it. Return the seconds it took.
+    `server` may also be a plain URL: then the page opens it as it is (signed in already, or not)."""
+    url = server.login_url(user) if hasattr(server, "login_url") else server
     start = time.monotonic()
     await page.goto(url)
+    await wait_ready(page)
+    if hasattr(server, "login_url"):
+        assert await page.get_attribute("html", "data-auth") == "signed-in", "the sign-in link did not sign in"
+    return time.monotonic() - start
+
+
+async def wait_ready(page) -> None:
+    """Wait until the page's Python is up and shows the app or the sign-in form."""
     await page.wait_for_selector("html[data-app-state=ready], html[data-app-state=error]", timeout=BOOT_TIMEOUT_MS)
     state = await page.get_attribute("html", "data-app-state")
     assert state == "ready", await page.inner_text("#boot")
-    return time.monotonic() - start
+
+
+async def sign_in(page, username: str, password: str) -> None:
+    """Fill the sign-in form and wait for the app."""
+    await page.fill("[data-testid=signin-username]", username)
+    await page.fill("[data-testid=signin-password]", password)
+    await page.click("[data-testid=signin-submit]")
+    await page.wait_for_selector("html[data-auth=signed-in] [data-testid=new-thread]")
 
 
 def panel(page, thread_id: int):

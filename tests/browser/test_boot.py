@@ -22,7 +22,7 @@ async def test_boots_from_the_local_bundle_with_no_external_request(fresh_page, 
     page.on("requestfailed", lambda r: failed.append((r.url, r.failure)))
     page.on("response", lambda r: responses.setdefault(r.url.split("?")[0], r))
 
-    seconds = await boot(page, app_server.url)
+    seconds = await boot(page, app_server)
 
     assert requests, "no request recorded"
     foreign = [u for u in requests if not u.startswith(app_server.url + "/") and not u.startswith("data:")]
@@ -81,6 +81,7 @@ async def test_static_files_have_explicit_types_and_no_listing_or_traversal(app_
         expected = {
             "/": "text/html; charset=utf-8",
             "/style.css": "text/css; charset=utf-8",
+            "/boot.js": "text/javascript; charset=utf-8",
             "/py/main.py": "text/x-python; charset=utf-8",
             f"{VENDOR}pyodide.mjs": "text/javascript; charset=utf-8",
             f"{VENDOR}pyodide.asm.mjs": "text/javascript; charset=utf-8",

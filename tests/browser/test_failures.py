@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import pytest
 
 from tests.browser.helpers import (
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 async def test_busy_thread_shows_the_409(app_page, app_server):
     page = app_page
     tid = await new_thread(page)
-    async with httpx.AsyncClient(base_url=app_server.url, timeout=30) as http:
+    async with app_server.client(timeout=30) as http:
         async with http.stream("POST", f"/api/threads/{tid}/chat",
                                json={"message": "elsewhere " + directive("X", 200, delay_ms=30)}) as other:
             assert other.status_code == 200
@@ -91,7 +90,7 @@ async def test_cut_stream_is_reported_as_truncated(app_page):
 async def test_boot_with_the_api_down_says_so(fresh_page, app_server):
     page = fresh_page
     await page.route("**/api/threads", lambda route: route.abort("connectionrefused"))
-    await boot(page, app_server.url)
+    await boot(page, app_server)
     error = page.locator("[data-testid=global-error]")
     await error.wait_for()
     assert "Cannot reach the server" in await error.inner_text()
@@ -101,7 +100,7 @@ async def test_boot_with_the_api_down_says_so(fresh_page, app_server):
 
 async def test_closing_the_page_aborts_its_streams(fresh_page, app_server):
     page = fresh_page
-    await boot(page, app_server.url)
+    await boot(page, app_server)
     tid = await new_thread(page)
     await send(page, tid, "Long " + directive("G", 300, delay_ms=40))
     await wait_text_contains(page, tid, "G3 ")

@@ -261,6 +261,6 @@ async def test_delete_asks_then_deletes(app_page, app_server):
     assert await page.locator(f".thread-item[data-thread-id='{tid}']").count() == 1
     await button.click()
     await page.locator(f".thread-item[data-thread-id='{tid}']").wait_for(state="detached")
-    assert httpx.get(f"{app_server.url}/api/threads/{tid}").status_code == 404
+    assert httpx.get(f"{app_server.url}/api/threads/{tid}", headers=app_server.headers).status_code == 404
     assert await page.locator(f"section.panel[data-thread-id='{tid}']").count() == 0
     assert app_page.problems == []

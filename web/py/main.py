@@ -1,26 +1,29 @@
-"""The app's controller: wires the store, the streams (api.py) and the view, and turns user intents into API calls.
+"""The entry point and the app's controller: wires the store, the streams (streams.py over api.Transport) and the
+view, and turns user intents into API calls.
 
 Besides chat and pins it loads the whole tree of the open conversation (every pin's detail, for the tree, the
 breadcrumbs and the anchor hover cards), refreshes a thread's info a few times after an answer (the server writes
 titles, summaries and a pin's generated starter questions in the background), and runs merge, copy/download,
 export/import and delete for the view.
 
-index.html runs `await main.start()` once Pyodide is up. The URL hash remembers what is open (`#t=<thread>&p=<pin>,
-<pin>`), so a reload shows the same thread and pin panels, with their history from the server.
+boot.js runs `await main.start()` once Pyodide is up; the shell (shell.py) asks who is signed in and builds an `App`
+for them (`main.APP`), or shows the sign-in form. The URL hash remembers what is open (`#t=<thread>&p=<pin>,<pin>`),
+so a reload shows the same thread and pin panels, with their history from the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-import js
-
 import api
+import dom
 import tree
-from api import ApiError, Streams
-from merge_view import merge_key
+from contract import ApiError, merge_thread
+from dom import Listeners
+from shell import Shell
 from store import Store
-from view import Listeners, View
+from streams import Streams
+from view import View
 
 __all__ = ["App", "start"]
 
@@ -35,11 +38,12 @@ REFRESH_DELAYS_S = (0.0, 1.0, 3.0)
 class App:
     def __init__(self, root) -> None:
         self.store = Store()
-        self.streams = Streams(self.store, on_end=self._on_stream_end)
+        self.streams = Streams(self.store, api.Transport(), on_end=self._on_stream_end,
+                               on_unauthenticated=api.report_unauthenticated)
         self.view = View(self.store, self, root)
         self.tasks: set[asyncio.Task] = set()  # strong references: asyncio keeps tasks only weakly
         self.listeners = Listeners()
-        self.listeners.add(js.window, "pagehide", self._on_pagehide)
+        self.listeners.add(dom.window, "pagehide", self._on_pagehide)
         self._watching: set[int] = set()
         self._loading: set[int] = set()
 
@@ -53,13 +57,13 @@ class App:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            js.console.error(f"pinchat: {exc!r}")
+            dom.log_error(f"pinchat: {exc!r}")
             self.view.show_global_error(f"Something went wrong: {exc}")
 
     # ---- start ------------------------------------------------------------------------------------------------
 
     async def boot(self) -> None:
-        hash_state = parse_hash(str(js.location.hash))
+        hash_state = parse_hash(api.location_hash())
         if not await self.refresh_list():
             self.spawn(self._retry_list())
         main_id = hash_state.get("t")
@@ -217,8 +221,9 @@ class App:
     # ---- stream ends, page hide -------------------------------------------------------------------------------
 
     def _on_stream_end(self, key, outcome: str) -> None:
-        if isinstance(key, str):  # a merge ("merge:<thread id>"): its message is now in that thread
-            self.spawn(self._reload_messages(int(key.rpartition(":")[2])))
+        merged_into = merge_thread(key)
+        if merged_into is not None:  # a merge: its message is now in that thread
+            self.spawn(self._reload_messages(merged_into))
             self.spawn(self.refresh_list())
             return
         self.spawn(self._refresh_info(key, REFRESH_DELAYS_S, with_list=True))
@@ -321,9 +326,18 @@ class App:
         await self.refresh_list()
 
     def _on_pagehide(self, event) -> None:
-        for thread_id in list(self.streams.live):
-            js.navigator.sendBeacon(f"/api/threads/{thread_id}/cancel")
+        for thread_id in self.streams.busy_threads():
+            api.cancel_on_unload(thread_id)
         self.streams.abort_all()
+
+    def destroy(self) -> None:
+        """Signed out (or the session ended): stop every stream and task, remove the app's DOM and listeners."""
+        self.streams.on_end = None  # the aborted streams must not start reloads of a page that is gone
+        self.streams.abort_all()
+        for task in list(self.tasks):
+            task.cancel()
+        self.listeners.clear()
+        self.view.destroy()
 
     def _save_hash(self) -> None:
         parts = []
@@ -331,9 +345,7 @@ class App:
             parts.append(f"t={self.view.main_id}")
         if self.view.pin_ids:
             parts.append("p=" + ",".join(str(p) for p in self.view.pin_ids))
-        new = "#" + "&".join(parts) if parts else ""
-        if str(js.location.hash) != new:
-            js.history.replaceState(None, "", new or str(js.location.pathname))
+        api.replace_location("#" + "&".join(parts) if parts else "")
 
 
 def parse_hash(value: str) -> dict:
@@ -351,9 +363,14 @@ def parse_hash(value: str) -> dict:
     return out
 
 
-async def start() -> App:
+def set_app(app: App | None) -> None:
+    """The shell's record of the running App (None while signed out); `main.APP` is a handle for tests."""
     global APP
-    APP = App(js.document.getElementById("app"))
-    js.window.pinchat_ready = True
-    await APP.boot()
-    return APP
+    APP = app
+
+
+async def start():
+    shell = Shell(dom.by_id("app"), App, set_app)
+    dom.window.pinchat_ready = True
+    await shell.start()
+    return shell

@@ -1,5 +1,5 @@
 """The merge dialog: tick threads of the open conversation, pick a format (or write an instruction), start; the
-write-up streams in here through the same machinery as a chat answer (api.Streams -> store, under the merge key
+write-up streams in here through the same machinery as a chat answer (streams.Streams -> store, under the merge key
 `merge_key(thread_id)`, drawn by the same MessageView); Stop stops it. The server saves it as a message of the main
 thread as it streams, so afterwards there is nothing to save: copy it as Markdown, download it as `.md`, or keep
 it (close and show it in the main thread). Closing never deletes it.
@@ -12,22 +12,11 @@ Test hooks (`data-testid`): `merge-dialog`, `merge-pick` (checkboxes, with `data
 from __future__ import annotations
 
 import tree
-from view import Listeners, MessageView, closest, el
+from contract import MERGE_FORMATS, merge_key
+from dom import Listeners, closest, el
+from message_view import MessageView
 
-__all__ = ["MergeDialog", "merge_key", "FORMATS"]
-
-FORMATS = [
-    ("summary", "Summary (prose)"),
-    ("bullets", "Key points (bullets)"),
-    ("structured", "Structured document"),
-    ("transcript", "Transcript (verbatim, no model)"),
-    ("custom", "Custom instruction…"),
-]
-
-
-def merge_key(thread_id: int) -> str:
-    """The store key a merge into `thread_id` streams under (not a thread id: it has no messages of its own)."""
-    return f"merge:{thread_id}"
+__all__ = ["MergeDialog"]
 
 
 class MergeDialog:
@@ -61,7 +50,7 @@ class MergeDialog:
         row = el("div", "merge-row")
         label = el("label", "merge-label", "Format")
         self.format = el("select", "merge-format", data_testid="merge-format")
-        for value, text in FORMATS:
+        for value, text in MERGE_FORMATS:
             option = el("option", None, text, value=value)
             self.format.appendChild(option)
         label.appendChild(self.format)

@@ -11,7 +11,7 @@ Callbacks are called as `callback(thread_id, kind)` (`kind` says what changed: "
 animation frame, reading the state itself. `subscribe_any` callbacks hear of every thread (but not of tokens):
 the conversation tree redraws from them.
 
-A merge streams like an answer, into a state of its own keyed by a merge key (a string, see merge_view.py):
+A merge streams like an answer, into a state of its own keyed by a merge key (a string, see contract.py):
 `begin_merge()`, then the same `on_start` / `append_tokens` / `finish` as a chat.
 """
 

@@ -10,11 +10,10 @@ Test hooks: `data-testid` `tree`, `tree-node` (with `data-thread-id`, `data-dept
 
 from __future__ import annotations
 
-import js
-
 import api
+import dom
 import tree
-from view import Listeners, closest, el
+from dom import Listeners, closest, el
 
 __all__ = ["TreePane", "PinPreview"]
 
@@ -108,8 +107,7 @@ class PinPreview:
         root.appendChild(self.node)
         self.listeners.add(view.workspace, "mouseover", self._on_over)
         self.listeners.add(view.workspace, "mouseout", self._on_out)
-        self.listeners.add(view.workspace, "scroll", self._on_scroll, js.Object.fromEntries(
-            [["capture", True], ["passive", True]]))
+        self.listeners.add(view.workspace, "scroll", self._on_scroll, dom.options(capture=True, passive=True))
 
     def _on_over(self, event) -> None:
         mark = closest(event.target, "mark.pin-anchor")
@@ -145,9 +143,10 @@ class PinPreview:
         """Just below the anchor (above it near the bottom of the window), inside the window."""
         rect = self.mark.getBoundingClientRect()
         width = self.node.offsetWidth
-        left = max(8, min(rect.left, js.window.innerWidth - width - 8))
+        _, _, window_width, window_height = dom.window_box()
+        left = max(8, min(rect.left, window_width - width - 8))
         top = rect.bottom + 6
-        if top + self.node.offsetHeight > js.window.innerHeight - 8:
+        if top + self.node.offsetHeight > window_height - 8:
             top = max(8, rect.top - self.node.offsetHeight - 6)
         self.node.style.left = f"{left}px"
         self.node.style.top = f"{top}px"

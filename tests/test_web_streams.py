@@ -1,0 +1,388 @@
+"""The page's stream router (web/py/streams.py), run under CPython with a fake transport: events into the store in
+every order and every cut of the bytes, truncation, Stop while connecting and while streaming, two streams at once,
+refusals before the start (401 -> the sign-in callback, 409, 429) and the network failing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+import random
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "web" / "py"))
+
+import streams  # noqa: E402
+from contract import ApiError, error_from_body, merge_key, unreachable  # noqa: E402
+from store import Store  # noqa: E402
+from streams import Streams  # noqa: E402
+
+END = object()
+
+
+def frame(payload: dict, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}data: {json.dumps(payload)}\n\n".encode()
+
+
+def start(uid=10, mid=11):
+    return frame({"type": "start", "user_message_id": uid, "message_id": mid, "kind": "chat"})
+
+
+def token(text):
+    return frame({"type": "token", "text": text})
+
+
+def done(mid=11):
+    return frame({"type": "done", "message_id": mid, "finish_reason": "stop", "usage": {"completion_tokens": 3}})
+
+
+class FakeRequest:
+    """A streaming POST: the test pushes bytes (or an ApiError to raise, or END); abort() fails the read as the
+    browser does (a rejected fetch / read)."""
+
+    def __init__(self, url, body):
+        self.url, self.body = url, body
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.aborted = False
+        self.read_started = False
+
+    def push(self, *items):
+        for item in items:
+            self.queue.put_nowait(item)
+
+    def abort(self):
+        self.aborted = True
+        self.queue.put_nowait(unreachable("AbortError: The user aborted a request."))
+
+    async def chunks(self):
+        self.read_started = True
+        while True:
+            item = await self.queue.get()
+            if item is END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+class FakeTransport:
+    def __init__(self, cap=5):
+        self.cap = cap
+        self.requests: list[FakeRequest] = []
+        self.saved: dict[int, list[dict]] = {}  # thread id -> the messages GET /api/threads/{id} answers
+        self.gets = 0
+
+    def max_streams(self):
+        return self.cap
+
+    def open(self, url, body):
+        request = FakeRequest(url, body)
+        self.requests.append(request)
+        return request
+
+    async def get_thread(self, thread_id):
+        self.gets += 1
+        return {"id": thread_id, "messages": self.saved.get(thread_id, [])}
+
+
+@pytest.fixture
+def env():
+    store, transport = Store(), FakeTransport()
+    ends, signins = [], []
+    s = Streams(store, transport, on_end=lambda key, outcome: ends.append((key, outcome)),
+                on_unauthenticated=signins.append)
+    return store, transport, s, ends, signins
+
+
+async def settle(rounds=20):
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+def last(store, key):
+    return store.thread(key).messages[-1]
+
+
+def cuts(data: bytes, rng: random.Random) -> list[bytes]:
+    out, i = [], 0
+    while i < len(data):
+        n = rng.choice((1, 2, 3, 7, 64))
+        out.append(data[i:i + n])
+        i += n
+    return out
+
+
+# ---- events into the store ---------------------------------------------------------------------------------------
+
+WHOLE = start() + token("Hé ") + token("中文 ") + token("🙂") + done()
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_a_complete_answer_in_any_cut_of_the_bytes(env, seed):
+    store, transport, s, ends, _ = env
+    assert s.start(1, "hi")
+    request = transport.requests[0]
+    assert (request.url, request.body) == ("/api/threads/1/chat", {"message": "hi"})
+    request.push(*cuts(WHOLE, random.Random(seed)), END)
+    await settle()
+    state = store.thread(1)
+    question, answer = state.messages
+    assert (question.id, question.text, answer.id) == (10, "hi", 11)
+    assert (answer.status, answer.text) == ("complete", "Hé 中文 🙂")
+    assert answer.usage == {"completion_tokens": 3} and not state.streaming and state.error is None
+    assert ends == [(1, "complete")] and not s.live and s.busy_threads() == set()
+
+
+@pytest.mark.parametrize("cut", range(1, len(WHOLE)))
+async def test_every_single_cut(env, cut):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(WHOLE[:cut], WHOLE[cut:], END)
+    await settle()
+    assert (last(store, 1).status, last(store, 1).text) == ("complete", "Hé 中文 🙂") and ends == [(1, "complete")]
+
+
+async def test_start_tokens_and_end_in_one_chunk_keep_their_order(env):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(b": ping\n\n" + start() + token("a") + token("b") + done() + b"\n", END)
+    await settle()
+    assert (last(store, 1).id, last(store, 1).text, last(store, 1).status) == (11, "ab", "complete")
+
+
+async def test_tokens_stream_in_as_chunks_arrive(env):
+    store, transport, s, _, _ = env
+    s.start(1, "hi")
+    request = transport.requests[0]
+    request.push(start())
+    await settle()
+    assert last(store, 1).id == 11 and store.thread(1).streaming and last(store, 1).parts == []
+    request.push(token("one "))
+    await settle()
+    assert store.thread(1).buffer == "one "
+    request.push(token("two"), done(), END)
+    await settle()
+    assert last(store, 1).text == "one two" and not store.thread(1).streaming
+
+
+async def test_an_error_after_the_start_keeps_the_text(env):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(start() + token("partial") + frame(
+        {"type": "error", "code": "upstream_error", "message": "The model failed.", "message_id": 11}), END)
+    await settle()
+    answer = last(store, 1)
+    assert (answer.status, answer.text, answer.error["code"]) == ("error", "partial", "upstream_error")
+    assert store.thread(1).error["code"] == "upstream_error" and ends == [(1, "error")]
+
+
+async def test_an_error_before_the_start_marks_the_question_not_sent(env):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(frame({"type": "error", "code": "no_model", "message": "No model."}), END)
+    await settle()
+    (question,) = store.thread(1).messages
+    assert question.status == "error" and store.thread(1).error["code"] == "no_model" and ends == [(1, "error")]
+
+
+async def test_interrupted_by_the_server(env):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(start(), token("so far"),
+                               frame({"type": "interrupted", "message_id": 11, "reason": "shutdown"}), END)
+    await settle()
+    assert (last(store, 1).status, last(store, 1).text) == ("interrupted", "so far")
+    assert store.thread(1).interrupted and ends == [(1, "interrupted")]
+
+
+async def test_unknown_and_malformed_events_are_ignored(env):
+    store, transport, s, _, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(start() + b"data: not json\n\n" + frame({"type": "later"}) + b"data: [1]\n\n"
+                               + token("x") + done(), END)
+    await settle()
+    assert (last(store, 1).status, last(store, 1).text) == ("complete", "x")
+
+
+# ---- truncation: the parser's terminal state ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("body", [start() + token("cut"), start() + token("cut") + b"data: {\"type\": \"do",
+                                  start() + token("cut") + done()[:-1], b""])
+async def test_a_stream_without_a_terminal_event_is_truncated(env, body):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(body, END)
+    await settle()
+    answer = last(store, 1)
+    assert answer.status == "error" and answer.error["code"] == "stream_truncated"
+    assert answer.text == ("cut" if body else "") and ends == [(1, "error")]
+
+
+# ---- refusals before the start, the network ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("status,code", [(409, "thread_busy"), (429, "rate_limited"), (401, "unauthenticated")])
+async def test_a_refusal_before_the_start(env, status, code):
+    store, transport, s, ends, signins = env
+    s.start(1, "hi")
+    error = error_from_body(status, json.dumps({"error": {"code": code, "message": f"no ({status})"}}))
+    transport.requests[0].push(error)
+    await settle()
+    (question,) = store.thread(1).messages
+    assert question.status == "error" and question.error == {"code": code, "message": f"no ({status})",
+                                                             "status": status}
+    assert not store.thread(1).streaming and ends == [(1, "error")]
+    assert signins == ([error] if status == 401 else [])
+
+
+async def test_the_server_cannot_be_reached(env):
+    store, transport, s, ends, signins = env
+    s.start(1, "hi")
+    transport.requests[0].push(unreachable("TypeError: Failed to fetch"))
+    await settle()
+    (question,) = store.thread(1).messages
+    assert question.error["code"] == "unreachable" and "Failed to fetch" in question.error["message"]
+    assert ends == [(1, "error")] and signins == []
+
+
+async def test_the_connection_breaks_mid_answer(env):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(start(), token("half"), unreachable("TypeError: network error"))
+    await settle()
+    answer = last(store, 1)
+    assert (answer.status, answer.text) == ("error", "half")
+    assert answer.error["message"] == "The connection to the server was lost (TypeError: network error)."
+
+
+# ---- Stop ---------------------------------------------------------------------------------------------------------
+
+async def test_stop_while_connecting(env):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    await settle()
+    s.stop(1)
+    assert store.thread(1).stopping
+    await settle()
+    request = transport.requests[0]
+    assert request.aborted and transport.gets == 0  # nothing was saved yet: nothing to ask for
+    answer = last(store, 1)
+    assert (answer.status, answer.text) == ("interrupted", "") and not store.thread(1).streaming
+    assert ends == [(1, "interrupted")] and not s.live and not s.tasks
+
+
+async def test_stop_while_streaming_shows_the_text_the_server_saved(env, monkeypatch):
+    monkeypatch.setattr(streams, "SAVED_POLL_S", 0)
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    request = transport.requests[0]
+    request.push(start(), token("one "))
+    await settle()
+    saved = {"id": 11, "role": "assistant", "status": "streaming", "content": "one"}
+    transport.saved[1] = [saved]
+    s.stop(1)
+    await settle()
+    assert store.thread(1).streaming and store.thread(1).stopping  # the server is still saving
+    saved.update(status="interrupted", content="one two")  # tokens that were in flight are in it
+    await settle(60)
+    answer = last(store, 1)
+    assert (answer.status, answer.text, answer.id) == ("interrupted", "one two", 11)
+    assert request.aborted and ends == [(1, "interrupted")] and transport.gets >= 2 and not s.tasks
+
+
+async def test_stop_after_the_end_changes_nothing(env):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(WHOLE, END)
+    await settle()
+    s.stop(1)
+    await settle()
+    assert last(store, 1).status == "complete" and not transport.requests[0].aborted and not s.tasks
+
+
+async def test_abort_all_interrupts_every_stream_and_cancel_does_too(env):
+    store, transport, s, ends, _ = env
+    s.start(1, "a")
+    s.start(2, "b")
+    transport.requests[0].push(start(), token("x"))
+    await settle()
+    s.abort_all()
+    await settle()
+    assert [last(store, t).status for t in (1, 2)] == ["interrupted", "interrupted"]
+    assert last(store, 1).text == "x" and sorted(ends) == [(1, "interrupted"), (2, "interrupted")]
+    s.start(3, "c")
+    await settle()
+    s.live[3].task.cancel()
+    await settle()
+    assert last(store, 3).status == "interrupted" and transport.requests[2].aborted
+
+
+# ---- several streams ----------------------------------------------------------------------------------------------
+
+async def test_two_streams_at_once_stay_apart(env):
+    store, transport, s, ends, _ = env
+    assert s.start(1, "a") and s.start(2, "b")
+    one, two = transport.requests
+    assert s.busy_threads() == {1, 2}
+    streams_bytes = {1: start(10, 11) + token("A1 ") + token("A2") + done(11),
+                     2: start(20, 21) + token("B1 ") + token("B2") + done(21)}
+    rng = random.Random(7)
+    pieces = {t: cuts(b, rng) for t, b in streams_bytes.items()}
+    while pieces[1] or pieces[2]:
+        for tid, request in ((1, one), (2, two)):
+            if pieces[tid]:
+                request.push(pieces[tid].pop(0))
+        await settle(2)
+        if pieces[1] and pieces[2]:
+            assert store.thread(1).streaming and store.thread(2).streaming
+    one.push(END)
+    two.push(END)
+    await settle()
+    assert [(last(store, t).id, last(store, t).text) for t in (1, 2)] == [(11, "A1 A2"), (21, "B1 B2")]
+    assert sorted(ends) == [(1, "complete"), (2, "complete")]
+
+
+async def test_one_stream_per_thread_and_the_cap(env):
+    store, transport, s, _, _ = env
+    assert s.start(1, "a")
+    assert not s.start(1, "again")
+    assert store.thread(1).error["code"] == "thread_busy" and len(transport.requests) == 1
+    for tid in range(2, 6):
+        assert s.start(tid, "x")
+    assert not s.start(6, "one too many")
+    assert store.thread(6).error["code"] == "too_many_streams" and len(s.live) == 5
+
+
+async def test_a_merge_streams_under_its_key_and_keeps_its_thread_busy(env):
+    store, transport, s, ends, _ = env
+    key = merge_key(1)
+    assert s.start_merge(key, 1, [1, 2], "custom", "a poem")
+    request = transport.requests[0]
+    assert (request.url, request.body) == ("/api/threads/1/merge",
+                                           {"threads": [1, 2], "format": "custom", "instruction": "a poem"})
+    assert not s.start(1, "while merging") and s.busy_threads() == {1}
+    request.push(start(None, 30), token("merged"), done(30), END)
+    await settle()
+    (answer,) = store.thread(key).messages
+    assert (answer.kind, answer.merged_ids, answer.id, answer.text) == ("merge", [1, 2], 30, "merged")
+    assert ends == [(key, "complete")] and s.start(1, "now")
+
+
+async def test_a_bug_in_the_router_ends_the_answer_as_an_error(env, monkeypatch):
+    store, transport, s, ends, _ = env
+    monkeypatch.setattr(store, "on_start", lambda *a: 1 / 0)
+    s.start(1, "hi")
+    transport.requests[0].push(start())
+    await settle()
+    assert last(store, 1).error["code"] == "client_error" and transport.requests[0].aborted
+
+
+def test_the_error_shape_reader():
+    error = error_from_body(429, '{"error": {"code": "rate_limited", "message": "Slow down."}}', "Too Many", "7")
+    assert (error.status, error.code, error.message, error.retry_after) == (429, "rate_limited", "Slow down.", "7")
+    error = error_from_body(502, "<html>bad gateway</html>", "Bad Gateway")
+    assert (error.code, error.message) == ("http_502", "The server answered HTTP 502 Bad Gateway.")
+    assert isinstance(error, ApiError) and error.as_dict() == {"code": "http_502", "status": 502,
+                                                               "message": error.message}

@@ -1,0 +1,113 @@
+"""The DOM helpers the views build on: the only view-side module that touches `js` / `pyodide`.
+
+* `el()` makes an element (text only ever as text, never as HTML); `text()` a Text node; `closest()` is
+  Element.closest for any node.
+* `Listeners` adds event listeners through kept `create_proxy` objects and removes + destroys them on `clear()`
+  (a bare Python function would be a borrowed proxy, destroyed right after `addEventListener` returns).
+* `next_frame()` runs a callback on the next animation frame; `options()` makes a plain JS options object;
+  `scroll_into_view()`, `selection()`, `new_range()`, `window_box()` and `by_id()` wrap the rest of what the views
+  need from `window` and `document`.
+"""
+
+from __future__ import annotations
+
+import js
+from pyodide.ffi import create_once_callable, create_proxy
+
+__all__ = ["document", "window", "Listeners", "el", "text", "closest", "options", "next_frame", "scroll_into_view",
+           "selection", "new_range", "window_box", "by_id", "log_error", "set_title", "page_visible"]
+
+document = js.document
+window = js.window
+
+
+class Listeners:
+    """addEventListener with a kept proxy; `clear()` removes every listener, then destroys its proxy."""
+
+    def __init__(self) -> None:
+        self._items: list = []
+
+    def add(self, target, event: str, handler, opts=None) -> None:
+        proxy = create_proxy(handler)
+        if opts is None:
+            target.addEventListener(event, proxy)
+        else:
+            target.addEventListener(event, proxy, opts)
+        self._items.append((target, event, proxy, opts))
+
+    def clear(self) -> None:
+        for target, event, proxy, opts in self._items:
+            if opts is None:
+                target.removeEventListener(event, proxy)
+            else:  # a capture listener is only removed with the same capture flag
+                target.removeEventListener(event, proxy, opts)
+            proxy.destroy()
+        self._items = []
+
+
+def el(tag: str, cls: str | None = None, text: str | None = None, **attrs):
+    node = document.createElement(tag)
+    if cls:
+        node.className = cls
+    if text is not None:
+        node.textContent = text
+    for name, value in attrs.items():
+        node.setAttribute(name.replace("_", "-"), str(value))
+    return node
+
+
+def text(value: str):
+    return document.createTextNode(value)
+
+
+def closest(node, selector: str):
+    """Element.closest for any node (a Text node has no closest()); jsnull when there is none."""
+    if not node:
+        return node
+    if node.nodeType != 1:
+        node = node.parentElement
+        if not node:
+            return node
+    return node.closest(selector)
+
+
+def options(**values):
+    """A plain JS object, e.g. `options(capture=True, passive=True)` for addEventListener."""
+    return js.Object.fromEntries([[name, value] for name, value in values.items()])
+
+
+def next_frame(callback) -> None:
+    js.requestAnimationFrame(create_once_callable(callback))
+
+
+def scroll_into_view(node, **how) -> None:
+    node.scrollIntoView(options(**how))
+
+
+def selection():
+    return window.getSelection()
+
+
+def new_range():
+    return document.createRange()
+
+
+def window_box() -> tuple[float, float, float, float]:
+    """(scrollX, scrollY, innerWidth, innerHeight)."""
+    return window.scrollX, window.scrollY, window.innerWidth, window.innerHeight
+
+
+def by_id(element_id: str):
+    return document.getElementById(element_id)
+
+
+def log_error(text_value: str) -> None:
+    js.console.error(text_value)
+
+
+def set_title(title: str) -> None:
+    document.title = title
+
+
+def page_visible() -> bool:
+    return str(document.visibilityState) == "visible"

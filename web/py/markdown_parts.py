@@ -1,0 +1,311 @@
+"""The pieces of rendered Markdown (plain Python, no `js`): the DOM-neutral `Node`, the allow-lists, URL checks,
+Pygments highlighting, LaTeX -> MathML, the virtual closing of a streaming tail and the pin mapping (DOM position
+<-> source offset). `markdown_render` builds blocks out of these; the view turns a `Node`
+into real DOM with createElement / createElementNS / createTextNode (never innerHTML).
+
+A text node (`tag is None`) carries the source span `[start, end)` of its characters. `offsets is None` means the
+text is a verbatim slice of the source (`text == source[start:end]`); otherwise `offsets[i]` is the source offset of
+character i (len(text) + 1 entries, the last one is the end). `chrome` text (a language label, "Copy", an image
+placeholder's caption) is not answer text: selections map it to its construct's edge and highlights skip it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import html
+import re
+from urllib.parse import urlsplit
+
+MATHML_NS = "http://www.w3.org/1998/Math/MathML"
+
+HTML_TAGS = frozenset(
+    "div p h1 h2 h3 h4 h5 h6 blockquote ul ol li table thead tbody tr th td hr br em strong s a code pre span "
+    "button input".split())
+MATHML_TAGS = frozenset(
+    "math mrow mi mn mo ms mtext mspace msub msup msubsup mfrac msqrt mroot mover munder munderover mtable mtr "
+    "mtd mstyle mpadded mphantom menclose merror mmultiscripts mprescripts none semantics annotation".split())
+HTML_ATTRS = frozenset(
+    "class href target rel start type checked disabled data-src data-alt data-lang data-action title".split())
+MATHML_ATTRS = frozenset(
+    "display mathvariant stretchy fence separator accent accentunder lspace rspace linethickness columnalign "
+    "rowspacing columnspacing columnlines rowlines frame width height depth form movablelimits largeop symmetric "
+    "minsize maxsize notation displaystyle scriptlevel open close separators encoding".split())
+
+
+class Node:
+    """An element (`tag`, `attrs`, `children`, `ns`) or a text node (`tag is None`, `text`) of rendered Markdown."""
+
+    __slots__ = ("tag", "attrs", "children", "text", "start", "end", "offsets", "ns", "chrome")
+
+    def __init__(self, tag=None, attrs=None, children=None, text="", start=0, end=0, offsets=None, ns=None,
+                 chrome=False):
+        allowed = MATHML_ATTRS if ns == MATHML_NS else HTML_ATTRS
+        tags = MATHML_TAGS if ns == MATHML_NS else HTML_TAGS
+        if tag is not None and tag not in tags:
+            raise ValueError(f"tag not allowed: {tag}")
+        self.tag = tag
+        self.attrs = {k: str(v) for k, v in (attrs or {}).items() if k in allowed}
+        self.children = children if children is not None else []
+        self.text = text
+        self.start, self.end, self.offsets = start, end, offsets
+        self.ns = ns
+        self.chrome = chrome
+
+    def visible_text(self) -> str:
+        if self.tag is None:
+            return self.text
+        return "".join(c.visible_text() for c in self.children)
+
+    def walk(self):
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+    def __eq__(self, other):
+        return isinstance(other, Node) and all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    def __repr__(self):
+        if self.tag is None:
+            return f"T({self.text!r}@{self.start}:{self.end})"
+        return f"<{self.tag} {self.attrs}>{self.children!r}"
+
+
+def text_node(text: str, offs: list[int] | None, start: int, chrome: bool = False) -> Node:
+    """A text node from per-character offsets (len(text)+1 entries); stored compactly when they are verbatim."""
+    if not offs:
+        return Node(text=text, start=start, end=start, offsets=[start] * (len(text) + 1), chrome=chrome)
+    a, b = offs[0], offs[-1]
+    return Node(text=text, start=a, end=b, offsets=None if b - a == len(text) else list(offs), chrome=chrome)
+
+
+def chrome_text(text: str, at: int) -> Node:
+    return text_node(text, None, at, chrome=True)
+
+
+# --- URLs --------------------------------------------------------------------------------------------------------
+
+_SAFE_LINK = re.compile(r"(?:https?://|mailto:)[^\x00-\x20\x7f]*\Z", re.IGNORECASE)
+_SAFE_IMAGE = re.compile(r"https?://[^\x00-\x20\x7f]+\Z", re.IGNORECASE)
+
+
+def safe_href(url: str) -> str | None:
+    """`url` if it is an absolute http(s) or mailto URL with no control character or space anywhere, else None.
+
+    markdown-it has already decoded entities/escapes and percent-encoded the URL, so `jav&#x09;ascript:` arrives as
+    `jav%09ascript:` (no scheme we allow) and `JaVaScRiPt:` as itself: both fail the prefix test, as does any
+    relative or protocol-relative URL."""
+    return url if isinstance(url, str) and _SAFE_LINK.match(url) else None
+
+
+def image_placeholder(url: str, alt: str, start: int, end: int) -> Node:
+    """A button the view turns into an <img> only when clicked (images are never fetched on their own)."""
+    if not _SAFE_IMAGE.match(url or ""):
+        return Node("span", {"class": "img-blocked"}, [chrome_text(f"[image: {alt}]" if alt else "[image]", start)])
+    host = urlsplit(url).hostname or "?"
+    return Node("button", {"class": "img-placeholder", "type": "button", "data-src": url, "data-alt": alt},
+                [chrome_text(f"Image from {host} — click to load", start)])
+
+
+# --- code --------------------------------------------------------------------------------------------------------
+
+_LEXERS: dict[str, object] = {}
+MAX_HIGHLIGHT = 40_000  # characters; longer code stays plain (its cost would be paid at every streamed token)
+
+
+def _lexer(lang: str):
+    if lang not in _LEXERS:
+        try:
+            from pygments.lexers import get_lexer_by_name
+            from pygments.util import ClassNotFound
+            try:
+                _LEXERS[lang] = get_lexer_by_name(lang, stripnl=False, ensurenl=False)
+            except ClassNotFound:
+                _LEXERS[lang] = None
+        except ImportError:  # Pygments not installed: plain code
+            _LEXERS[lang] = None
+    return _LEXERS[lang]
+
+
+def _css_class(ttype) -> str:
+    from pygments.token import STANDARD_TYPES
+    while ttype is not None and ttype not in STANDARD_TYPES:
+        ttype = ttype.parent
+    return STANDARD_TYPES.get(ttype, "") if ttype is not None else ""
+
+
+CHUNK_LINES = 16
+_CHUNKS: dict[tuple, Node] = {}
+
+
+def highlight(code: str, offs: list[int], lang: str, open_block: bool = False) -> list[Node]:
+    """Children of <code>: Pygments token spans (class = Pygments' short name, e.g. `k`, `s2`) and text nodes.
+    `offs` gives the source offset of each character of `code` (len(code)+1 entries).
+
+    A code block still being written (`open_block`) is lexed in chunks of CHUNK_LINES lines, each a
+    `span.code-chunk`; finished chunks are memoised and come back as the same Node objects at every frame (the view
+    keeps their DOM), so a frame lexes at most CHUNK_LINES lines. A closed block is lexed whole, exactly."""
+    if not open_block:
+        return _highlight(code, offs, lang)
+    out, a, lines = [], 0, 0
+    for i, ch in enumerate(code):
+        if ch == "\n":
+            lines += 1
+            if lines == CHUNK_LINES:
+                key = (lang, code[a:i + 1], offs[a], offs[i + 1])
+                if key not in _CHUNKS:
+                    if len(_CHUNKS) > 512:
+                        _CHUNKS.clear()
+                    _CHUNKS[key] = Node("span", {"class": "code-chunk"}, _highlight(code[a:i + 1], offs[a:i + 2], lang))
+                out.append(_CHUNKS[key])
+                a, lines = i + 1, 0
+    if a < len(code):
+        out.append(Node("span", {"class": "code-chunk"}, _highlight(code[a:], offs[a:], lang)))
+    return out
+
+
+def _highlight(code: str, offs: list[int], lang: str) -> list[Node]:
+    lexer = _lexer(lang.lower()) if lang and len(code) <= MAX_HIGHLIGHT else None
+    runs: list[tuple[str, int, int]] = []
+    if lexer is None:
+        runs = [("", 0, len(code))] if code else []
+    else:
+        for index, ttype, value in lexer.get_tokens_unprocessed(code):
+            if not value:
+                continue
+            cls = _css_class(ttype)
+            if runs and runs[-1][0] == cls and runs[-1][2] == index:
+                runs[-1] = (cls, runs[-1][1], index + len(value))
+            else:
+                runs.append((cls, index, index + len(value)))
+    out = []
+    for cls, a, b in runs:
+        t = text_node(code[a:b], offs[a:b + 1], offs[a])
+        out.append(Node("span", {"class": cls}, [t]) if cls else t)
+    return out
+
+
+# --- math --------------------------------------------------------------------------------------------------------
+
+def mathml(latex: str, display: bool, start: int, end: int) -> Node:
+    """<math> for `latex` (latex2mathml), every tag and attribute checked against the MathML allow-list; text nodes
+    map to the whole construct `[start, end)`. Unparsable LaTeX shows as code with class `math-error`."""
+    try:
+        from latex2mathml.converter import convert_to_element
+        root = convert_to_element(latex, display="block" if display else "inline")
+    except Exception:  # noqa: BLE001 - any failure of the converter: show the source
+        n = len(latex)
+        return Node("code", {"class": "math-error"}, [Node(text=latex, start=start, end=end,
+                                                           offsets=[start] * n + [end])])
+    return _from_xml(root, start, end)
+
+
+def _from_xml(el, start: int, end: int) -> Node:
+    """Node tree of latex2mathml's element (its text holds character references such as `&#x00029;`: decoded)."""
+    tag = el.tag.rsplit("}", 1)[-1]
+    if tag not in MATHML_TAGS:
+        tag = "mrow"
+    kids = []
+    for part in [el.text] + [x for child in el for x in (child, child.tail)]:
+        if isinstance(part, str):
+            if part:
+                part = html.unescape(part)
+                kids.append(Node(text=part, start=start, end=end, offsets=[start] * len(part) + [end]))
+        elif part is not None:
+            kids.append(_from_xml(part, start, end))
+    return Node(tag, dict(el.attrib), kids, ns=MATHML_NS)
+
+
+# --- the open tail -----------------------------------------------------------------------------------------------
+
+_DELIM_ROW = re.compile(r"[ \t]*\|?[ \t]*:?-*:?[ \t]*(?:\|[ \t]*:?-*:?[ \t]*)*\Z")
+_OPEN_LINK = re.compile(r"\]\([^()\s]*\Z")
+
+
+def patch_tail(text: str, tokens) -> str:
+    """`text` with its unfinished end closed, when the document ends inside inline text (not in code or math)."""
+    last = next((t for t in reversed(tokens) if t.nesting != -1), None)
+    if last is None or last.type != "inline" or text.endswith("\n"):
+        return text
+    line_start = text.rfind("\n") + 1
+    row = text[line_start:]
+    if "-" in row and "|" in text[:line_start] and _DELIM_ROW.match(row) and line_start:
+        header = text[text.rfind("\n", 0, line_start - 1) + 1:line_start - 1]
+        cells = [c for c in re.split(r"(?<!\\)\|", header.strip().strip("|"))]
+        return text[:line_start] + "|" + "---|" * len(cells)
+    return _close_inline(text, last.content)
+
+
+def _close_inline(text: str, content: str) -> str:
+    stack: list[tuple[str, int, int]] = []  # (char, run length, index in content after the run)
+    code = code_at = 0  # length and index of the open backtick run
+    i, n = 0, len(content)
+    while i < n:
+        c = content[i]
+        if c == "\\" and not code:
+            i += 2
+            continue
+        j = i
+        while j < n and content[j] == c:
+            j += 1
+        run = j - i
+        if c == "`":
+            code, code_at = (0, 0) if code == run else (code, code_at) if code else (run, i)
+        elif c in "*_~" and not code:
+            before = content[i - 1] if i else " "
+            after = content[j] if j < n else " "
+            left, right = not after.isspace(), not before.isspace()
+            intraword = c == "_" and before.isalnum() and after.isalnum()
+            if right and not intraword and stack and stack[-1][0] == c and stack[-1][1] == run:
+                stack.pop()
+            elif (left or j == n) and not intraword and (c != "~" or run <= 2):
+                stack.append((c, run, j))
+        i = j
+    if code:  # close the code span, or drop its opener when nothing follows it yet
+        return text[:len(text) - code] if code_at + code == n else text + "`" * code
+    closers = ")" if _OPEN_LINK.search(content) else ""
+    if stack and stack[-1][2] == n:  # an opener with nothing after it yet: drop it
+        text = text[:len(text) - stack.pop()[1]]
+    body = text.rstrip(" \t")
+    closers += "".join(c * r for c, r, _ in reversed(stack))
+    return body + closers if closers else text
+
+
+# --- pins: DOM positions <-> source offsets ----------------------------------------------------------------------
+
+def text_nodes(node: Node):
+    """The text nodes of a tree in document order (the order the view creates DOM Text nodes in)."""
+    return (n for n in node.walk() if n.tag is None)
+
+
+def source_offset(meta: Node, offset: int) -> int:
+    """Source offset of DOM position `offset` inside the text node made from `meta`."""
+    offset = max(0, min(offset, len(meta.text)))
+    if meta.chrome:
+        return meta.start
+    if meta.offsets is None:
+        return meta.start + offset
+    return meta.offsets[offset]
+
+
+def selection_range(start_meta: Node, start_off: int, end_meta: Node, end_off: int) -> tuple[int, int]:
+    """The source `[start, end)` of a DOM selection from (text node, offset) to (text node, offset)."""
+    a, b = source_offset(start_meta, start_off), source_offset(end_meta, end_off)
+    return (a, b) if a <= b else (b, a)
+
+
+def marks(roots, start: int, end: int) -> list[tuple[Node, int, int]]:
+    """Where to draw the source range `[start, end)`: (text node meta, from, to) offsets inside each text node it
+    touches, in document order. Call once per pin; overlapping pins simply give overlapping marks."""
+    out = []
+    for root in ([roots] if isinstance(roots, Node) else roots):
+        for n in text_nodes(root):
+            if n.chrome or n.end <= start or n.start >= end or not n.text:
+                continue
+            if n.offsets is None:
+                lo, hi = max(start, n.start) - n.start, min(end, n.end) - n.start
+            else:
+                lo = bisect.bisect_left(n.offsets, start, 0, len(n.text))
+                hi = bisect.bisect_left(n.offsets, end, 0, len(n.text))
+            if hi > lo:
+                out.append((n, lo, hi))
+    return out
