@@ -23,7 +23,7 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
     "script-src 'self' 'wasm-unsafe-eval'",
     "style-src 'self'",
-    "img-src 'self' data:",
+    "img-src 'self' data: https:",  # a remote image in an answer loads only when the user clicks its placeholder
     "connect-src 'self'",
     "object-src 'none'",
     "base-uri 'none'",
