@@ -27,6 +27,8 @@ async def read_events(http, method: str, path: str, *, count: int | None = None,
         if src.response.status_code != 200:
             return events, src.response.status_code
         async for sse in src.aiter_sse():
+            if not sse.data:  # httpx-sse turns a `: ping` heartbeat after an id into an empty event
+                continue
             events.append({"id": sse.id, **json.loads(sse.data)})
             if count is not None and sum(e["type"] == "token" for e in events) >= count:
                 break

@@ -36,7 +36,10 @@ async def one(app, http, rng: random.Random, action: str) -> dict:
     stop_after = rng.randrange(1, 15)
     message = f"[[tokens={count} delay_ms=5 prefix={prefix}]]"
     async with aconnect_sse(http, "POST", path + "/chat", json={"message": message}) as src:
+        assert src.response.status_code == 200, (src.response.status_code, await src.response.aread())
         async for sse in src.aiter_sse():
+            if not sse.data:  # httpx-sse turns a `: ping` heartbeat after an id into an empty event
+                continue
             event = {"id": sse.id, **json.loads(sse.data)}
             message_id = message_id or event.get("message_id")
             received.append(event)
@@ -46,6 +49,8 @@ async def one(app, http, rng: random.Random, action: str) -> dict:
         async with aconnect_sse(http, "GET", path + "/stream", headers={"Last-Event-ID": received[-1]["id"]}) as src:
             if src.response.status_code == 200:
                 async for sse in src.aiter_sse():
+                    if not sse.data:  # httpx-sse turns a `: ping` heartbeat after an id into an empty event
+                        continue
                     received.append({"id": sse.id, **json.loads(sse.data)})
     elif action == "cancel":
         await http.post(path + "/cancel", json={})
