@@ -11,7 +11,7 @@ from aiohttp import web
 from .auth import CREDENTIAL, OPEN_STREAMS, SESSION_COOKIE, USER, accounts_of, client_key, start_session
 from .credentials import TOKEN_PREFIX, hash_password, new_secret, secret_hash, verify_password
 from .errors import ApiError
-from .keys import OWNER, SETTINGS
+from .keys import DB, OWNER, REGISTRY, SETTINGS
 from .schemas import ChangePassword, CreateToken, CreateUser, Login, PatchUser, parse_body, path_id
 from .timestamps import now
 
@@ -39,6 +39,15 @@ def require_admin(request: web.Request) -> dict[str, Any]:
 
 def end_sessions_and_streams(request: web.Request, ended: list[int], user_id: int | None = None) -> None:
     request.app[OPEN_STREAMS].end(credentials={f"session:{i}" for i in ended}, user_id=user_id)
+
+
+async def stop_answers(request: web.Request, user_id: int) -> None:
+    """A disabled or removed user's answers stop now (a vanished reader alone would leave them running for the
+    detach grace)."""
+    registry, db = request.app[REGISTRY], request.app[DB]
+    for thread_id, generation in list(registry.active.items()):
+        if await db.get_thread(thread_id, user_id) is not None:
+            generation.stop("user_disabled")
 
 
 @routes.get("/api/auth/me")
@@ -162,6 +171,8 @@ async def handle_change_user(request: web.Request) -> web.Response:
                                disabled=disabled, is_admin=is_admin)
     if disabled or password is not None:  # a disabled user or a reset password: every session and stream ends
         end_sessions_and_streams(request, await accounts.delete_sessions(target), user_id=target)
+    if disabled:
+        await stop_answers(request, target)
     return web.json_response(await accounts.user(target))
 
 
@@ -174,5 +185,6 @@ async def handle_remove_user(request: web.Request) -> web.Response:
     if await accounts.user(target) is None:
         raise ApiError(404, "not_found", "No such user.")
     request.app[OPEN_STREAMS].end(user_id=target)
+    await stop_answers(request, target)
     await accounts.delete_user(target)
     return web.Response(status=204)

@@ -7,7 +7,7 @@ What a request gets, in order of precedence:
 1. the next `Script` pushed with `push()` (in-process tests);
 2. directives in the last user message, e.g. `[[tokens=40 delay_ms=50 prefix=A]]` (tests driving the app from
    another process: browser, nginx, benchmarks). Keys: tokens, prefix, delay_ms, first_delay_ms, status,
-   fail_after, hang_after;
+   fail_after, hang_after, text (urlsafe base64 of a literal reply, streamed in pieces of `chunk` characters);
 3. a short default reply.
 
 Requests for a model whose name contains "utility" (the app's background group: titles, summaries, starter
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import re
 import time
@@ -51,8 +52,13 @@ class Script:
         opts = dict(part.split("=", 1) for part in match.group(1).split() if "=" in part)
         prefix = opts.get("prefix", "t")
         count = int(opts.get("tokens", 10))
+        tokens = [f"{prefix}{i} " for i in range(count)]
+        if "text" in opts:  # literal text (urlsafe base64, e.g. Markdown), streamed in pieces of `chunk` characters
+            text = base64.urlsafe_b64decode(opts["text"].encode()).decode()
+            size = max(1, int(opts.get("chunk", 4)))
+            tokens = [text[i:i + size] for i in range(0, len(text), size)]
         return cls(
-            tokens=[f"{prefix}{i} " for i in range(count)],
+            tokens=tokens,
             delay=int(opts.get("delay_ms", 0)) / 1000,
             first_delay=int(opts.get("first_delay_ms", 0)) / 1000,
             status=int(opts.get("status", 200)),

@@ -2,7 +2,7 @@
 merge formats), and a real server stream (the real app, a scripted fake upstream) fed in random cuts through the
 page's SSE parser (web/py/sse.py) and stream router (web/py/streams.py) leaves the page's store (web/py/store.py)
 exactly as the server saved the answer: chat, merge, a provider error, a stream interrupted by the cancel
-endpoint, a cut stream, and refusals read through the page's error-shape reader (web/py/contract.py)."""
+endpoint, a cut stream followed again, and refusals read through the page's error-shape reader (web/py/contract.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tests.fake_upstream import Script
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "web" / "py"))
 
 import contract  # noqa: E402
+import streams  # noqa: E402
 from store import Store  # noqa: E402
 from streams import Streams  # noqa: E402
 
@@ -64,9 +65,29 @@ class Recorded:
             await asyncio.sleep(0)
 
 
+class Following:
+    """The page's GET stream (a reconnect after a cut), made to the real server."""
+
+    def __init__(self, app, thread_id: int, last_event_id: str) -> None:
+        self.app, self.thread_id, self.last_event_id = app, thread_id, last_event_id
+        self.status, self.aborted = 0, False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    async def chunks(self):
+        async with self.app.http(timeout=30) as http:
+            async with http.stream("GET", f"/api/threads/{self.thread_id}/stream",
+                                   headers={"Last-Event-ID": self.last_event_id}) as resp:
+                self.status = resp.status_code
+                async for chunk in resp.aiter_raw():
+                    yield chunk
+
+
 class ReplayTransport:
-    def __init__(self, recorded: Recorded) -> None:
+    def __init__(self, recorded: Recorded, app=None) -> None:
         self.recorded = recorded
+        self.app = app  # reconnects and saved answers come from this real server
         self.urls: list[str] = []
 
     def max_streams(self) -> int:
@@ -76,8 +97,13 @@ class ReplayTransport:
         self.urls.append(url)
         return self.recorded
 
+    def follow(self, thread_id, last_event_id):
+        assert self.app is not None, "not asked: the stream was not cut"
+        return Following(self.app, thread_id, last_event_id)
+
     async def get_thread(self, thread_id):
-        raise AssertionError("not asked: nobody pressed Stop")
+        assert self.app is not None, "not asked: nobody pressed Stop"
+        return await self.app.thread(thread_id)
 
 
 async def record(app, path: str, body: dict, *, cancel_after_tokens: int | None = None, thread_id=None):
@@ -95,17 +121,17 @@ async def record(app, path: str, body: dict, *, cancel_after_tokens: int | None 
             return resp.status_code, resp.headers, raw
 
 
-async def through_the_page(status, headers, raw, seed, *, key, start):
+async def through_the_page(status, headers, raw, seed, *, key, start, app=None):
     """Feed the recorded answer through the page's router into a real Store; return (store, outcome)."""
     store = Store()
     ends = []
-    streams = Streams(store, ReplayTransport(Recorded(status, headers, raw, seed)),
+    streams = Streams(store, ReplayTransport(Recorded(status, headers, raw, seed), app),
                       on_end=lambda k, outcome: ends.append((k, outcome)))
     assert start(streams)
-    for _ in range(10_000):
+    for step in range(12_000):
         if ends:
             break
-        await asyncio.sleep(0)
+        await asyncio.sleep(0 if step < 10_000 else 0.005)
     assert ends and ends[0][0] == key and not streams.live
     return store, ends[0][1]
 
@@ -179,14 +205,19 @@ async def test_a_real_stream_interrupted_by_the_cancel_endpoint(app, fake):
     assert (row["status"], row["content"]) == ("interrupted", answer.text) and answer.text.startswith("c0 c1 c2 ")
 
 
-async def test_a_real_stream_cut_before_its_end_is_truncated(app, fake):
+async def test_a_real_stream_cut_before_its_end_is_followed_again(app, fake, monkeypatch):
+    """The cut stream is followed again from its last event id; the answer has ended meanwhile (204), so the page
+    shows it as the server saved it."""
+    monkeypatch.setattr(streams, "BACKOFF_S", (0.0,))
     fake.push(Script(tokens=["a ", "b ", "c"]))
     tid = (await app.new_thread())["id"]
     status, headers, raw = await record(app, f"/api/threads/{tid}/chat", {"message": "go"})
     cut = raw[:raw.rindex(b"id: ")]  # everything but the terminal frame
-    store, outcome = await through_the_page(status, headers, cut, 4, key=tid, start=lambda s: s.start(tid, "go"))
+    store, outcome = await through_the_page(status, headers, cut, 4, key=tid, start=lambda s: s.start(tid, "go"),
+                                            app=app)
     answer = store.thread(tid).messages[-1]
-    assert outcome == "error" and (answer.text, answer.error["code"]) == ("a b c", "stream_truncated")
+    assert outcome == "complete" and (answer.text, answer.status) == ("a b c", "complete")
+    assert (answer.text, answer.status) == (saved(app, answer.id)["content"], saved(app, answer.id)["status"])
 
 
 async def test_real_refusals_are_read_through_the_error_shape(app, fake):

@@ -264,8 +264,15 @@ def test_unterminated_inline_at_end(src, tag, text):
 
 
 def test_dangling_opener_is_hidden():
-    assert visible("hello **") == "hello"
-    assert visible("hello `") == "hello"
+    assert visible("hello **").rstrip() == "hello"
+    assert visible("hello `").rstrip() == "hello"
+
+
+def test_trailing_blanks_of_a_paragraph_are_kept():
+    """Plain tokens such as "A0 A1 " render with their exact text (the page's textContent stays the source)."""
+    assert visible("A0 A1 A2 ") == "A0 A1 A2 "
+    (block,) = render_blocks("A0 A1 ")
+    assert [(n.text, n.start, n.end) for n in text_nodes(block.node)] == [("A0 A1", 0, 5), (" ", 5, 6)]
 
 
 def test_table_once_delimiter_row_present():

@@ -202,3 +202,22 @@ def test_interleaved_streams_never_mix(ops):
     for tid in (1, 2, 3):
         store.finish(tid, "complete")
         assert store.get(tid).messages[-1].content == "".join(expected[tid])
+
+
+def test_begin_follow_takes_the_snapshot_as_the_streaming_answer():
+    store = Store()
+    store.load_thread({"id": 1, "streaming": True, "messages": [
+        {"id": 10, "role": "user", "content": "q"},
+        {"id": 11, "role": "assistant", "status": "streaming", "content": "so far "}]})
+    key = store.thread(1).messages[1].key
+    assert store.begin_follow(1, 10) is None  # not a streaming message
+    answer = store.begin_follow(1, 11)
+    assert answer.key == key and store.thread(1).streaming and answer.text == "so far "
+    assert store.begin_follow(1, 11) is None  # already streaming
+    store.set_reconnecting(1, True)
+    assert store.thread(1).reconnecting
+    store.append_tokens(1, ["more"])
+    store.finish(1, "complete")
+    assert (answer.status, answer.text) == ("complete", "so far more") and not store.thread(1).reconnecting
+    store.set_reconnecting(1, True)  # nothing streams: nothing to mark
+    assert not store.thread(1).reconnecting

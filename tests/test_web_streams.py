@@ -48,6 +48,7 @@ class FakeRequest:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.aborted = False
         self.read_started = False
+        self.status = 0
 
     def push(self, *items):
         for item in items:
@@ -59,6 +60,7 @@ class FakeRequest:
 
     async def chunks(self):
         self.read_started = True
+        self.status = 200
         while True:
             item = await self.queue.get()
             if item is END:
@@ -74,6 +76,8 @@ class FakeTransport:
         self.requests: list[FakeRequest] = []
         self.saved: dict[int, list[dict]] = {}  # thread id -> the messages GET /api/threads/{id} answers
         self.gets = 0
+        self.cancels: list[int] = []
+        self.follows: list[FakeRequest] = []  # the GET streams; `last_event_id` is what each sent
 
     def max_streams(self):
         return self.cap
@@ -82,6 +86,15 @@ class FakeTransport:
         request = FakeRequest(url, body)
         self.requests.append(request)
         return request
+
+    def follow(self, thread_id, last_event_id):
+        request = self.open(f"/api/threads/{thread_id}/stream", None)
+        request.last_event_id = last_event_id
+        self.follows.append(request)
+        return request
+
+    async def cancel(self, thread_id):
+        self.cancels.append(thread_id)
 
     async def get_thread(self, thread_id):
         self.gets += 1
@@ -386,3 +399,207 @@ def test_the_error_shape_reader():
     assert (error.code, error.message) == ("http_502", "The server answered HTTP 502 Bad Gateway.")
     assert isinstance(error, ApiError) and error.as_dict() == {"code": "http_502", "status": 502,
                                                                "message": error.message}
+
+
+# ---- resume: reconnect after a break, follow a running answer ----------------------------------------------------
+
+def ev(payload: dict, seq: int, mid: int = 11) -> bytes:
+    return frame(payload, f"{mid}.{seq}")
+
+
+def tok(text, seq, mid=11):
+    return ev({"type": "token", "text": text}, seq, mid)
+
+
+@pytest.fixture
+def fast(monkeypatch):
+    monkeypatch.setattr(streams, "BACKOFF_S", (0.0,))
+    monkeypatch.setattr(streams, "SAVED_POLL_S", 0)
+
+
+async def test_a_break_reconnects_with_the_last_event_id_and_skips_what_it_had(env, fast):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    first = transport.requests[0]
+    first.push(ev({"type": "start", "user_message_id": 10, "message_id": 11}, 1), tok("a ", 2), tok("b ", 3),
+               unreachable("TypeError: network error"))
+    await settle()
+    (again,) = transport.follows
+    assert again.url == "/api/threads/1/stream" and again.last_event_id == "11.3"
+    assert store.thread(1).streaming and store.thread(1).reconnecting and ends == []
+    # the server replays from an earlier point than asked (or a proxy repeats): nothing is shown twice
+    again.push(tok("b ", 3) + tok("c ", 4), tok("c ", 4), tok("d", 5) + ev({"type": "done", "message_id": 11}, 6),
+               END)
+    await settle()
+    answer = last(store, 1)
+    assert (answer.status, answer.text, answer.id) == ("complete", "a b c d", 11)
+    assert not store.thread(1).reconnecting and ends == [(1, "complete")] and not s.live
+
+
+async def test_a_truncated_stream_with_ids_is_followed_again(env, fast):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1) + tok("a", 2), END)
+    await settle()
+    (again,) = transport.follows
+    assert again.last_event_id == "11.2"
+    again.push(tok("b", 3), ev({"type": "done", "message_id": 11}, 4), END)
+    await settle()
+    assert (last(store, 1).status, last(store, 1).text) == ("complete", "ab")
+
+
+@pytest.mark.parametrize("status,text", [("complete", "a b c"), ("interrupted", "a b")])
+async def test_204_on_reconnect_shows_the_saved_answer(env, fast, status, text):
+    """Nothing runs any more (the answer ended meanwhile, or the server restarted and saved it interrupted)."""
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("a ", 2), unreachable("reset"))
+    await settle()
+    transport.saved[1] = [{"id": 11, "role": "assistant", "status": status, "content": text}]
+    (again,) = transport.follows
+    again.status = 204
+    again.push(END)
+    again.chunks = _no_content(again)
+    await settle()
+    answer = last(store, 1)
+    assert (answer.status, answer.text) == (status, text) and ends == [(1, status)] and not s.live
+
+
+def _no_content(request):
+    async def chunks():
+        request.status = 204
+        return
+        yield  # noqa: unreachable: an async generator that yields nothing
+    return chunks
+
+
+async def test_reconnects_are_bounded_then_the_answer_ends_as_an_error(env, monkeypatch):
+    monkeypatch.setattr(streams, "BACKOFF_S", (0.0, 0.001, 0.002))
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("kept", 2), unreachable("down"))
+    for _ in range(streams.MAX_RETRIES + 2):
+        await asyncio.sleep(0.01)
+        for request in transport.follows:
+            if not request.read_started or request.queue.empty():
+                request.push(unreachable("still down"))
+    await settle()
+    assert len(transport.follows) == streams.MAX_RETRIES
+    assert all(r.last_event_id == "11.2" for r in transport.follows)
+    answer = last(store, 1)
+    assert (answer.status, answer.text) == ("error", "kept") and "lost" in answer.error["message"]
+    assert not store.thread(1).reconnecting and ends == [(1, "error")] and not s.live
+
+
+def test_the_backoff_doubles_up_to_a_cap():
+    assert [streams.backoff(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert sum(streams.backoff(n) for n in range(1, streams.MAX_RETRIES + 1)) < 30  # within the server's grace
+
+
+async def test_a_5xx_of_a_proxy_is_retried_a_404_is_not(env, fast):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("x", 2), unreachable("reset"))
+    await settle()
+    transport.follows[0].push(error_from_body(502, "<html>Bad Gateway</html>", "Bad Gateway"))
+    await settle()
+    assert len(transport.follows) == 2 and store.thread(1).streaming
+    transport.follows[1].push(error_from_body(404, json.dumps({"error": {"code": "not_found", "message": "Gone."}})))
+    await settle()
+    answer = last(store, 1)
+    assert (answer.status, answer.text, answer.error["code"]) == ("error", "x", "not_found")
+    assert len(transport.follows) == 2 and not s.live
+
+
+async def test_stop_during_a_reconnect_pause(env, monkeypatch):
+    monkeypatch.setattr(streams, "BACKOFF_S", (30.0,))  # the pause would last long: Stop ends it at once
+    monkeypatch.setattr(streams, "SAVED_POLL_S", 0)
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("one ", 2), unreachable("reset"))
+    await settle()
+    assert store.thread(1).reconnecting and transport.follows == []
+    transport.saved[1] = [{"id": 11, "role": "assistant", "status": "interrupted", "content": "one two"}]
+    s.stop(1)
+    await settle(60)
+    answer = last(store, 1)
+    assert (answer.status, answer.text) == ("interrupted", "one two") and transport.cancels == [1]
+    assert transport.follows == [] and ends == [(1, "interrupted")] and not s.live and not s.tasks
+
+
+async def test_stop_sends_the_cancel_and_aborts(env, fast):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("one ", 2))
+    await settle()
+    transport.saved[1] = [{"id": 11, "role": "assistant", "status": "interrupted", "content": "one two"}]
+    s.stop(1)
+    await settle(60)
+    assert transport.cancels == [1] and transport.requests[0].aborted and transport.follows == []
+    assert (last(store, 1).status, last(store, 1).text) == ("interrupted", "one two")
+
+
+async def test_abort_all_does_not_cancel_or_reconnect(env, fast):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("x", 2))
+    await settle()
+    s.abort_all()
+    await settle()
+    assert transport.cancels == [] and transport.follows == [] and last(store, 1).status == "interrupted"
+
+
+def snapshot(store, tid, text, mid=11, kind="chat"):
+    store.load_thread({"id": tid, "streaming": True, "messages": [
+        {"id": mid - 1, "role": "user", "content": "q"},
+        {"id": mid, "role": "assistant", "status": "streaming", "content": text, "kind": kind}]})
+
+
+async def test_follow_shows_the_snapshot_and_goes_on_after_its_event(env, fast):
+    store, transport, s, ends, _ = env
+    snapshot(store, 1, "a b ")
+    assert s.follow(1, 1, "11.3") and store.thread(1).streaming and store.thread(1).buffer == "a b "
+    assert not s.follow(1, 1, "11.3")  # one stream per thread
+    (request,) = transport.follows
+    assert (request.url, request.last_event_id) == ("/api/threads/1/stream", "11.3")
+    request.push(tok("b ", 3) + tok("c", 4), ev({"type": "done", "message_id": 11, "usage": {"x": 1}}, 5), END)
+    await settle()
+    answer = last(store, 1)
+    assert (answer.status, answer.text, answer.usage) == ("complete", "a b c", {"x": 1})
+    assert ends == [(1, "complete")] and len(store.thread(1).messages) == 2
+
+
+async def test_follow_needs_the_streaming_message(env):
+    store, transport, s, _, _ = env
+    store.load_thread({"id": 1, "messages": [{"id": 11, "role": "assistant", "status": "complete", "content": "x"}]})
+    assert not s.follow(1, 1, "11.3") and not s.follow(2, 2, "12.1") and transport.follows == []
+
+
+async def test_several_panels_reattach_at_once_and_stay_apart(env, fast):
+    store, transport, s, ends, _ = env
+    for tid in (1, 2, 3):
+        snapshot(store, tid, f"T{tid} ", mid=tid * 10 + 1)
+        assert s.follow(tid, tid, f"{tid * 10 + 1}.2")
+    for tid, request in zip((1, 2, 3), transport.follows):
+        request.push(tok(f"more{tid}", 3, tid * 10 + 1), unreachable("blip"))
+    await settle()
+    assert len(transport.follows) == 6 and all(store.thread(t).reconnecting for t in (1, 2, 3))
+    for tid, request in zip((1, 2, 3), transport.follows[3:]):
+        assert request.last_event_id == f"{tid * 10 + 1}.3"
+        request.push(ev({"type": "done", "message_id": tid * 10 + 1}, 4, tid * 10 + 1), END)
+    await settle()
+    assert [last(store, t).text for t in (1, 2, 3)] == ["T1 more1", "T2 more2", "T3 more3"]
+    assert sorted(ends) == [(1, "complete"), (2, "complete"), (3, "complete")]
+
+
+async def test_a_merge_reconnects_on_its_thread(env, fast):
+    store, transport, s, ends, _ = env
+    key = merge_key(1)
+    s.start_merge(key, 1, [1, 2], "bullets", None)
+    transport.requests[0].push(ev({"type": "start", "message_id": 30}, 1, 30), tok("m", 2, 30), unreachable("x"))
+    await settle()
+    (again,) = transport.follows
+    assert (again.url, again.last_event_id) == ("/api/threads/1/stream", "30.2")
+    again.push(tok("m", 2, 30), tok("!", 3, 30), ev({"type": "done", "message_id": 30}, 4, 30), END)
+    await settle()
+    assert (last(store, key).text, ends) == ("m!", [(key, "complete")])

@@ -3,7 +3,8 @@
 // (web/py/). A new module in web/py/ must be added to MODULES.
 const PYODIDE = "/vendor/pyodide/314.0.7/";
 const MODULES = ["contract.py", "sse.py", "store.py", "streams.py", "tree.py", "accounts.py", "api.py", "dom.py",
-                 "message_view.py", "thread_panel.py", "tree_view.py", "merge_view.py", "view.py", "modal.py",
+                 "markdown_parts.py", "markdown_render.py", "md_view.py", "message_view.py", "thread_panel.py",
+                 "tree_view.py", "merge_view.py", "view.py", "modal.py",
                  "signin_view.py", "account_view.py", "users_view.py", "shell.py", "main.py"];
 const TIMEOUT_MS = 60000;
 const t0 = performance.now();
@@ -56,9 +57,30 @@ async function appSource(name) {
   return [name, await resp.text()];
 }
 
+// The Markdown renderer's pure-Python wheels (markdown-it-py, Pygments, latex2mathml...), vendored by
+// scripts/vendor_wheels.sh: fetched with the rest, unpacked into site-packages once Python runs.
+const WHEELS = "/vendor/wheels/";
+async function wheelFiles() {
+  let resp;
+  try { resp = await fetch(WHEELS + "manifest.json", {cache: "no-cache"}); }
+  catch (e) { fail("Cannot reach the server.", String(e)); }
+  if (!resp.ok) fail(`The Markdown renderer is not installed on the server (manifest.json: HTTP ${resp.status}).`,
+                     "Run scripts/vendor_wheels.sh (or `just setup`) on the server, then reload.");
+  const names = (await resp.json()).wheels || [];
+  return Promise.all(names.map(async (name) => {
+    let wheel;
+    try { wheel = await fetch(WHEELS + name); }
+    catch (e) { fail("Cannot reach the server.", String(e)); }
+    if (!wheel.ok) fail(`The Markdown renderer is incomplete: ${name} is missing (HTTP ${wheel.status}).`,
+                        "Run scripts/vendor_wheels.sh (or `just setup`) on the server, then reload.");
+    return [name, await wheel.arrayBuffer()];
+  }));
+}
+
 async function boot() {
   const lock = lockFile();
   const sources = Promise.all(MODULES.map(appSource));
+  const wheels = wheelFiles();
   const checks = Promise.all([expectFile("pyodide.asm.wasm", "application/wasm"),
                               expectFile("python_stdlib.zip", null)]);
   const { loadPyodide } = await import(PYODIDE + "pyodide.mjs").catch(
@@ -72,6 +94,10 @@ async function boot() {
   const dir = "/home/pyodide/app";
   pyodide.FS.mkdirTree(dir);
   for (const [name, text] of await sources) pyodide.FS.writeFile(`${dir}/${name}`, text);
+  for (const [name, buf] of await wheels) {
+    try { pyodide.unpackArchive(buf, "wheel"); }
+    catch (e) { fail(`Cannot install ${name} in the Python runtime.`, String(e)); }
+  }
   try {
     await pyodide.runPythonAsync(`import sys\nsys.path.insert(0, "${dir}")\nimport main\nawait main.start()`);
   } catch (e) {

@@ -80,7 +80,7 @@ class AppServer:
     """The real app (`python -m server`) on a free port, its `users` command line, and a small client for its JSON
     API signed in with an API token of the owner."""
 
-    def __init__(self, tmp: Path, upstream_url: str) -> None:
+    def __init__(self, tmp: Path, upstream_url: str, detach_grace: float = 30) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "chat.db"
@@ -89,6 +89,9 @@ class AppServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port), "--db", str(self.db),
              "--models", str(models), "--flush-interval", "0.1",
+             # a page that goes (reload, offline) leaves its answer running for a reattach (tests/conftest.py sets
+             # PINCHAT_DETACH_GRACE=0 for the API tests; the flag beats it)
+             "--detach-grace", str(detach_grace),
              # one owner runs the whole suite: lift the per-user limits a real user has
              "--chats-per-minute", "10000", "--max-streams-per-user", "50"],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True)

@@ -1,5 +1,5 @@
 """What the user sees when things go wrong: a busy thread (409), a failing provider, an unreachable server, a cut
-stream; and closing the tab aborts its streams so the server saves them interrupted."""
+stream; and closing the tab leaves its answers running on the server (a reload reattaches)."""
 
 from __future__ import annotations
 
@@ -98,20 +98,20 @@ async def test_boot_with_the_api_down_says_so(fresh_page, app_server):
     await error.wait_for(state="hidden", timeout=10_000)  # the page retries by itself
 
 
-async def test_closing_the_page_aborts_its_streams(fresh_page, app_server):
+async def test_closing_the_page_leaves_its_answer_running(fresh_page, app_server):
+    """A closed tab is not a stop: the server writes the answer to its end (a reload would follow it)."""
     page = fresh_page
     await boot(page, app_server)
     tid = await new_thread(page)
-    await send(page, tid, "Long " + directive("G", 300, delay_ms=40))
+    await send(page, tid, "Long " + directive("G", 80, delay_ms=40))
     await wait_text_contains(page, tid, "G3 ")
-    await page.goto("about:blank")  # pagehide
-    deadline = time.monotonic() + 5
+    await page.goto("about:blank")  # pagehide: the fetch is aborted, no cancel is sent
+    deadline = time.monotonic() + 20
     while True:
         detail = app_server.get(f"/api/threads/{tid}")
         if not detail["streaming"]:
             break
-        assert time.monotonic() < deadline, "the server kept streaming after the page went away"
-        await asyncio.sleep(0.1)
+        assert time.monotonic() < deadline, "the answer did not end"
+        await asyncio.sleep(0.2)
     saved = detail["messages"][-1]
-    assert saved["status"] == "interrupted"
-    assert saved["content"].startswith(tokens("G", 4)) and len(saved["content"]) < len(tokens("G", 300))
+    assert (saved["status"], saved["content"]) == ("complete", tokens("G", 80))

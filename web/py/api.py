@@ -11,8 +11,11 @@ as thin as Pyodide's own `pyodide.http`; what the page does with an answer strea
   `on_unauthenticated()`, which takes the page back to the sign-in form.
 * `Transport` is what streams.py streams through: `open(url, body)` makes a `StreamRequest` (a POST with its own
   `AbortController`) whose `chunks()` reads `response.body.getReader()` and yields each chunk as bytes;
-  `abort()` aborts the fetch. `max_streams()` is the page's cap on streams at once.
-* Browser services: `cancel_on_unload` (a keepalive fetch that outlives the page), the location hash and history
+  `follow(thread_id, last_event_id)` the same for `GET /api/threads/{id}/stream` with a `Last-Event-ID` header
+  (`status` 204: nothing runs); `abort()` aborts the fetch; `cancel(thread_id)` is Stop's cancel request.
+  `max_streams()` is the page's cap on streams at once. Leaving the page cancels nothing: the server keeps the
+  answer for a reattach.
+* Browser services: the location hash and history
   (`location_hash`, `replace_location`), `copy_text` (clipboard), `download_text` (Blob + object URL +
   `<a download>`), `read_file` (a picked File).
 
@@ -28,12 +31,12 @@ import asyncio
 import json
 
 import js
-from pyodide.ffi import JsException, create_proxy, to_js
+from pyodide.ffi import JsException, to_js
 
 from contract import ApiError, error_from_body, unreachable
 
 __all__ = ["ApiError", "Transport", "StreamRequest", "request_json", "list_threads", "get_thread", "create_thread",
-           "delete_thread", "cancel_on_unload", "export_url", "read_file", "import_conversation",
+           "delete_thread", "cancel_thread", "export_url", "read_file", "import_conversation",
            "copy_text", "download_text", "max_streams", "location_hash", "replace_location", "clear_location",
            "report_unauthenticated", "on_unauthenticated", "me", "login", "logout", "change_password", "list_tokens", "create_token", "revoke_token", "list_users", "add_user", "update_user", "remove_user"]
 
@@ -131,19 +134,9 @@ async def delete_thread(thread_id: int) -> None:
     await request_json("DELETE", f"/api/threads/{thread_id}")
 
 
-def cancel_on_unload(thread_id: int) -> None:
-    """The page goes away: ask the server to stop the thread's answer. A keepalive fetch outlives the page, like a
-    beacon, but it can carry the JSON content type (and the Origin) the CSRF check wants."""
-    options = {"method": "POST", "keepalive": True, "body": "{}",
-               "headers": {"Content-Type": "application/json", "Accept": "application/json"}}
-    js.fetch(f"/api/threads/{thread_id}/cancel", _js_obj(options)).catch(_IGNORE)
-
-
-def _ignore(_reason=None) -> None:
-    return None
-
-
-_IGNORE = create_proxy(_ignore)  # one long-lived handler for promises whose outcome does not matter
+async def cancel_thread(thread_id: int) -> dict:
+    """Stop the thread's answer (Stop): the server answers once the text is saved."""
+    return await request_json("POST", f"/api/threads/{thread_id}/cancel", {})
 
 
 # ---- accounts -----------------------------------------------------------------------------------------------------
@@ -268,13 +261,16 @@ def clear_location() -> None:
 # ---- answer streams ---------------------------------------------------------------------------------------------
 
 class StreamRequest:
-    """One streaming POST with its own AbortController; `chunks()` yields the response body as bytes."""
+    """One streaming request with its own AbortController: a POST of `body`, or a GET when `body` is None;
+    `chunks()` yields the response body as bytes; `status` is the response's (0 until it came)."""
 
-    def __init__(self, url: str, body: dict) -> None:
+    def __init__(self, url: str, body: dict | None, headers: dict | None = None) -> None:
         self.url = url
         self.body = body
+        self.headers = headers or {}
         self.controller = js.AbortController.new()
         self._aborted = False
+        self.status = 0
 
     @property
     def aborted(self) -> bool:
@@ -288,18 +284,20 @@ class StreamRequest:
     async def chunks(self):
         """The body, chunk by chunk as it arrives. Raises ApiError: the server's error (non-2xx), or status 0 when
         the network failed or the request was aborted (`aborted` tells which)."""
-        options = {
-            "method": "POST",
-            "headers": {"Content-Type": "application/json", "Accept": "text/event-stream"},
-            "body": json.dumps(self.body),
-            "signal": self.controller.signal,
-        }
+        options = {"method": "GET", "headers": {"Accept": "text/event-stream", **self.headers},
+                   "signal": self.controller.signal}
+        if self.body is not None:
+            options.update(method="POST", body=json.dumps(self.body))
+            options["headers"]["Content-Type"] = "application/json"
         try:
             resp = await js.fetch(self.url, _js_obj(options))
         except JsException as exc:
             raise _unreachable(exc) from None
+        self.status = int(resp.status)
         if not resp.ok:
             raise await _error_from_response(resp)
+        if self.status == 204 or not resp.body:
+            return
         reader = resp.body.getReader()
         while True:
             try:
@@ -319,6 +317,12 @@ class Transport:
 
     def open(self, url: str, body: dict) -> StreamRequest:
         return StreamRequest(url, body)
+
+    def follow(self, thread_id: int, last_event_id: str) -> StreamRequest:
+        return StreamRequest(f"/api/threads/{thread_id}/stream", None, {"Last-Event-ID": last_event_id})
+
+    async def cancel(self, thread_id: int) -> None:
+        await cancel_thread(thread_id)
 
     async def get_thread(self, thread_id: int) -> dict:
         return await get_thread(thread_id)

@@ -4,6 +4,8 @@
   Element.closest for any node.
 * `Listeners` adds event listeners through kept `create_proxy` objects and removes + destroys them on `clear()`
   (a bare Python function would be a borrowed proxy, destroyed right after `addEventListener` returns).
+* `element()` makes an element in a namespace (MathML) or not; `text_position()` turns a DOM Range boundary into
+  (Text node, offset); `copy_text()` puts text on the clipboard; `after()` runs a callback later.
 * `next_frame()` runs a callback on the next animation frame; `options()` makes a plain JS options object;
   `scroll_into_view()`, `selection()`, `new_range()`, `window_box()` and `by_id()` wrap the rest of what the views
   need from `window` and `document`.
@@ -15,7 +17,8 @@ import js
 from pyodide.ffi import create_once_callable, create_proxy
 
 __all__ = ["document", "window", "Listeners", "el", "text", "closest", "options", "next_frame", "scroll_into_view",
-           "selection", "new_range", "window_box", "by_id", "log_error", "set_title", "page_visible"]
+           "selection", "new_range", "window_box", "by_id", "log_error", "set_title", "page_visible", "element",
+           "text_position", "copy_text", "after"]
 
 document = js.document
 window = js.window
@@ -111,3 +114,46 @@ def set_title(title: str) -> None:
 
 def page_visible() -> bool:
     return str(document.visibilityState) == "visible"
+
+
+def element(tag: str, ns: str | None = None):
+    return document.createElementNS(ns, tag) if ns else document.createElement(tag)
+
+
+def text_position(root, container, offset: int):
+    """A Range boundary (container, offset) inside `root` as (Text node, offset into it), or None when `root` has
+    no text there. An element boundary becomes the start of the next Text node (or the end of the last one)."""
+    if container.nodeType == 3:
+        return container, int(offset)
+    walker = document.createTreeWalker(root, 4)  # NodeFilter.SHOW_TEXT
+    children = container.childNodes
+    if offset < children.length:
+        target = children[offset]
+        walker.currentNode = target
+        found = target if target.nodeType == 3 else walker.nextNode()
+        return (found, 0) if found else None
+    node = container
+    while node.lastChild:
+        node = node.lastChild
+    if node.nodeType == 3:
+        return node, int(node.length)
+    walker.currentNode = node
+    found = walker.previousNode()
+    return (found, int(found.length)) if found else None
+
+
+def copy_text(value: str, on_done=None) -> None:
+    """Put `value` on the clipboard; `on_done(ok)` is called when the browser has answered."""
+    clipboard = window.navigator.clipboard
+    if not clipboard:
+        if on_done:
+            on_done(False)
+        return
+    promise = clipboard.writeText(value)
+    if on_done:
+        promise.then(create_once_callable(lambda _=None: on_done(True)),
+                     create_once_callable(lambda _=None: on_done(False)))
+
+
+def after(ms: int, callback) -> None:
+    window.setTimeout(create_once_callable(callback), ms)

@@ -29,7 +29,6 @@ __all__ = ["App", "start"]
 
 APP: App | None = None
 RETRY_S = 3.0
-WATCH_S = 1.0
 # After an answer the server writes a title and a summary in the background (and a new pin gets its generated
 # starter questions): look again after these delays, so they show without a reload.
 REFRESH_DELAYS_S = (0.0, 1.0, 3.0)
@@ -44,7 +43,6 @@ class App:
         self.tasks: set[asyncio.Task] = set()  # strong references: asyncio keeps tasks only weakly
         self.listeners = Listeners()
         self.listeners.add(dom.window, "pagehide", self._on_pagehide)
-        self._watching: set[int] = set()
         self._loading: set[int] = set()
 
     def spawn(self, coro) -> asyncio.Task:
@@ -160,32 +158,20 @@ class App:
         self._follow(detail)
 
     def _follow(self, detail: dict) -> None:
-        """After a snapshot: load the pins of the open tree we have not seen, follow streams of other tabs."""
+        """After a snapshot: load the pins of the open tree we have not seen; an answer being written (before a
+        reload, by another tab) is shown from the snapshot and followed live from the event it ends at."""
         thread_id = detail["id"]
         if not self.in_open_tree(thread_id):
             return
         for pin in detail.get("pins") or ():
             self.preload(pin["id"])
-        if (detail.get("streaming") and thread_id not in self.streams.busy_threads()
-                and thread_id not in self._watching):
-            self.spawn(self._watch(thread_id))  # answering for another tab: follow it until it ends
-
-    async def _watch(self, thread_id: int) -> None:
-        self._watching.add(thread_id)
-        try:
-            while ((thread_id in self.view.panels or self.in_open_tree(thread_id))
-                   and thread_id not in self.streams.busy_threads()):
-                await asyncio.sleep(WATCH_S)
-                if thread_id in self.streams.busy_threads():
-                    break
-                detail = await api.get_thread(thread_id)
-                self.store.load_thread(detail)
-                if not detail.get("streaming"):
-                    break
-        except ApiError:
-            pass
-        finally:
-            self._watching.discard(thread_id)
+        event_id = detail.get("stream_event_id")
+        if (not detail.get("streaming") or not event_id or thread_id not in self.view.panels
+                or thread_id in self.streams.busy_threads()):
+            return  # a pin shown in no panel is followed when its panel opens
+        # only an answer whose snapshot the panel shows (a snapshot taken without messages leaves it alone, and
+        # the messages this page shows, e.g. a question refused with 409, stay as they are)
+        self.streams.follow(thread_id, thread_id, str(event_id))
 
     def send(self, thread_id: int, text: str) -> bool:
         return self.streams.start(thread_id, text)
@@ -211,7 +197,11 @@ class App:
 
     def open_pin(self, pin_id: int, parent_id: int | None = None) -> None:
         self.view.open_pin(pin_id).focus()
-        self.preload(pin_id)
+        state = self.store.get(pin_id)
+        if state is not None and state.loaded and state.info.get("streaming") and not state.streaming:
+            self.spawn(self._load(pin_id))  # being written (another tab): show it from now and follow it
+        else:
+            self.preload(pin_id)
         self._save_hash()
 
     def close_pin(self, pin_id: int) -> None:
@@ -326,9 +316,7 @@ class App:
         await self.refresh_list()
 
     def _on_pagehide(self, event) -> None:
-        for thread_id in self.streams.busy_threads():
-            api.cancel_on_unload(thread_id)
-        self.streams.abort_all()
+        self.streams.abort_all()  # no cancel: the server keeps the answers for a reload or another tab
 
     def destroy(self) -> None:
         """Signed out (or the session ended): stop every stream and task, remove the app's DOM and listeners."""

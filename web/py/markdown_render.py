@@ -315,6 +315,9 @@ class _Builder:
             elif t.content:  # anything else shows its content as text
                 node, pos = self.aligned(t.content, pos, limit)
                 stack[-1].children.append(node)
+        tail = self.src[pos:limit].rstrip("\n")
+        if tail and not tail.strip(" \t") and stack[-1] is root:  # trailing blanks: kept, so the text stays exact
+            root.children.append(text_node(tail, [self.off(pos + i) for i in range(len(tail) + 1)], self.off(pos)))
         return root.children
 
     def skip_brackets(self, i: int, limit: int, op: str, cl: str) -> int:

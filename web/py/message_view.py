@@ -1,7 +1,8 @@
 """One message on screen (a thread panel's messages, the merge dialog's write-up): its role, status badge, text
-and error line. A streaming answer gets only its new text, appended to one Text node (`appendData`); nothing
-re-copies the whole answer. Model text is only ever inserted as text, never as HTML, so a token such as `<script>`
-shows as those characters. A finished assistant answer shows its pins' anchors as `<mark class=pin-anchor>`.
+and error line. An assistant answer (and a merge write-up) is rendered Markdown (md_view.MarkdownBody: only the
+changed blocks are rebuilt at each frame); a user message stays plain text: a streaming one gets only its new text,
+appended to one Text node (`appendData`). Model text is only ever inserted as text, never as HTML, so a token such
+as `<script>` shows as those characters. A finished answer shows its pins' anchors as `<mark class=pin-anchor>`.
 
 Test hooks: each message has `data-message-id`, `data-role`, `data-status`, `data-kind`.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dom
 from dom import el
+from md_view import MarkdownBody
 from store import Message
 
 __all__ = ["MessageView", "role_label", "STATUS_LABELS"]
@@ -38,6 +40,7 @@ class MessageView:
         self.node.appendChild(head)
         self.body = el("div", "msg-body")
         self.node.appendChild(self.body)
+        self.md = MarkdownBody(self.body) if message.role == "assistant" else None
         self.error = el("div", "msg-error")
         self.error.hidden = True
         self.node.appendChild(self.error)
@@ -75,6 +78,11 @@ class MessageView:
             self.error.hidden = not error
 
     def _append_stream(self, parts: list[str]) -> None:
+        if self.md is not None:
+            if len(parts) != self.parts_shown:
+                self.parts_shown = len(parts)
+                self.md.update("".join(parts))
+            return
         if self.text_node is None:
             self.body.textContent = ""
             text = "".join(parts)
@@ -92,6 +100,10 @@ class MessageView:
     def _show_final(self, content: str, anchors: list[tuple[int, int, int]]) -> None:
         sig = (len(content), tuple(anchors))
         if sig == self.anchors_sig:
+            return
+        if self.md is not None:
+            self.anchors_sig = sig
+            self.md.show(content, anchors)
             return
         if not anchors and self.text_node is not None and self.anchors_sig is None:
             # It was streamed here: content is what we showed plus whatever came after the last frame.

@@ -12,7 +12,9 @@ animation frame, reading the state itself. `subscribe_any` callbacks hear of eve
 the conversation tree redraws from them.
 
 A merge streams like an answer, into a state of its own keyed by a merge key (a string, see contract.py):
-`begin_merge()`, then the same `on_start` / `append_tokens` / `finish` as a chat.
+`begin_merge()`, then the same `on_start` / `append_tokens` / `finish` as a chat. `begin_follow()` makes an answer
+loaded from the server while it was being written the streaming one (a reload or a second tab follows it);
+`set_reconnecting()` marks a broken stream that is being followed again.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class ThreadState:
     loaded: bool = False  # messages fetched from the server at least once
     streaming: bool = False  # a stream of this page is running for this thread
     stopping: bool = False  # Stop pressed, waiting for the stream to end
+    reconnecting: bool = False  # the stream broke and is being followed again
     error: dict | None = None  # the last failure shown for this thread: {"code", "message"}
     interrupted: bool = False  # the last stream was stopped
     parts: list[str] = field(default_factory=list)  # the streaming buffer of the current answer
@@ -283,10 +286,22 @@ class Store:
         state.loaded = True
         return self._begin_answer(key, state, answer)
 
+    def begin_follow(self, key, message_id: int) -> Message | None:
+        """Follow an answer the server is writing (a reload, another tab): its message, loaded from the server's
+        snapshot with the text so far, becomes the streaming answer. None when it is not shown as streaming."""
+        state = self.thread(key)
+        answer = state.message_by_id(message_id)
+        if state.streaming or answer is None or answer.status != "streaming":
+            return None
+        answer.parts = [answer.content] if answer.content else []
+        answer.content = ""
+        return self._begin_answer(key, state, answer)
+
     def _begin_answer(self, key, state: ThreadState, answer: Message) -> Message:
         """`answer` (already in `state.messages`) becomes the streaming answer of `key`."""
         state.streaming = True
         state.stopping = False
+        state.reconnecting = False
         state.error = None
         state.interrupted = False
         state.parts = answer.parts
@@ -335,6 +350,7 @@ class Store:
                 answer.error = error
         state.streaming = False
         state.stopping = False
+        state.reconnecting = False
         state.streaming_message = None
         if state.info.get("streaming"):
             state.info["streaming"] = False  # our snapshot was taken while it streamed
@@ -357,6 +373,7 @@ class Store:
                     break
             state.streaming = False
             state.stopping = False
+            state.reconnecting = False
             state.streaming_message = None
             state.interrupted = False
             state.error = error
@@ -368,6 +385,12 @@ class Store:
         state = self.thread(thread_id)
         if state.streaming and not state.stopping:
             state.stopping = True
+            self._notify(thread_id, "info")
+
+    def set_reconnecting(self, thread_id: int, reconnecting: bool) -> None:
+        state = self.thread(thread_id)
+        if state.streaming and state.reconnecting != reconnecting:
+            state.reconnecting = reconnecting
             self._notify(thread_id, "info")
 
     def set_error(self, thread_id: int, error: dict | None) -> None:

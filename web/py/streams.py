@@ -1,5 +1,5 @@
-"""The page's answer streams: the routing of stream events into the store, and what Stop does. Plain Python: it
-never touches the browser itself but talks to a `transport` (api.Transport in the page, a fake in
+"""The page's answer streams: the routing of stream events into the store, reconnection, and what Stop does. Plain
+Python: it never touches the browser itself but talks to a `transport` (api.Transport in the page, a fake in
 tests/test_web_streams.py), so it runs under CPython.
 
 `Streams` owns the streams (chats keyed by thread id, merges keyed by a merge key, see contract.py), at most one
@@ -10,16 +10,24 @@ per thread:
   parser (sse.py); each event goes into the store: `start` -> `on_start`, tokens (all of one chunk at once) ->
   `append_tokens`, `done` / `interrupted` / `error` -> `finish`. A refusal before the answer started (409, 429,
   an unreachable server) -> `fail_before_start`; a 401 also calls `on_unauthenticated` (back to the sign-in form).
-* Truncation is decided in one place: the parser's terminal state (`SSEParser.close()` is False when the bytes
-  ended without a terminal event, or inside one) -> the answer ends as an error `stream_truncated`.
-* `stop()` aborts the request (the server notices the disconnect, closes the provider stream and saves the answer as
-  interrupted), waits for the stream to end, then shows exactly the text the server saved (it may hold a few tokens
-  that were still in flight). `abort_all()` (page hide, sign-out) aborts every stream at once. An abort always
-  ends as a clean "interrupted" state, never as an error on screen.
+* `follow()` reattaches to an answer that is being written (a reload, a second tab, a thread opened from the list):
+  the store shows the server's snapshot (`Store.begin_follow`) and the GET stream goes on after the snapshot's event
+  (`stream_event_id`), through the same parser and router.
+* Every event id (`<message id>.<n>`) the router applied is remembered: an event at or before it is skipped, so a
+  replay never shows a token twice. A stream that breaks after its first id (network error, truncation, a 5xx of a
+  proxy) is followed again from that id after a backoff (`BACKOFF_S`, at most `MAX_RETRIES` tries in a row); the
+  store says `reconnecting` meanwhile. A 204 on a reconnect means the answer ended: its saved message gives the
+  final text and status (after a server restart: interrupted). Without an id, or out of tries, a break ends the
+  answer as an error (truncation: `stream_truncated`) and keeps its text.
+* `stop()` asks the server to cancel (`transport.cancel`) and aborts the request, waits for the stream to end, then
+  shows exactly the text the server saved. `abort_all()` (page hide, sign-out) only aborts every request: the server
+  keeps writing the answers for a while, and a reload follows them again. An abort always ends as a clean
+  "interrupted" state, never as an error on screen.
 
-The transport: `max_streams() -> int`; `open(url, body) -> request`, where `request.chunks()` is an async iterator
-of bytes (raising `contract.ApiError`: the server's error before the body, or status 0 when the network failed),
-`request.abort()` and `request.aborted`; `async get_thread(thread_id) -> dict`.
+The transport: `max_streams() -> int`; `open(url, body) -> request` (the POST) and `follow(thread_id, last_event_id)
+-> request` (the GET stream), where `request.chunks()` is an async iterator of bytes (raising `contract.ApiError`:
+the server's error before the body, or status 0 when the network failed), `request.status` (204: nothing to
+follow), `request.abort()` and `request.aborted`; `async get_thread(thread_id) -> dict`; `async cancel(thread_id)`.
 """
 
 from __future__ import annotations
@@ -29,32 +37,44 @@ import asyncio
 import contract
 from contract import ApiError
 from sse import Event, SSEParser
-from store import Store
+from store import Message, Store
 
 __all__ = ["Streams"]
 
-SAVED_POLL_S, SAVED_POLL_TRIES = 0.1, 30  # after Stop, how long to wait for the server to have saved the answer
+SAVED_POLL_S, SAVED_POLL_TRIES = 0.1, 30  # after Stop or a 204, how long to wait for the server's saved answer
+BACKOFF_S = (0.5, 1.0, 2.0, 4.0)  # the pause before reconnect try n (the last one repeats)
+MAX_RETRIES = 8  # tries in a row without an event (~24 s in all: within the server's default 30 s grace)
 TRUNCATED = {"code": "stream_truncated", "message": "The connection ended before the answer was complete."}
 
 
+def backoff(tries: int) -> float:
+    return BACKOFF_S[min(tries, len(BACKOFF_S)) - 1]
+
+
 class _Stream:
-    """The live parts of one stream: the thread it runs on (what Stop cancels), its request, its task and whether
-    it has ended."""
+    """The live parts of one stream: the thread it runs on (what Stop cancels), its current request, its task and
+    whether it has ended."""
 
     def __init__(self, thread_id: int, request) -> None:
         self.thread_id = thread_id
         self.request = request
         self.task: asyncio.Task | None = None
         self.ended = asyncio.Event()
+        self.halted = False  # aborted by this page (Stop, page hide): never reconnected
+        self.wake = asyncio.Event()  # set by abort(): ends a reconnect pause at once
         self.stopping = False  # Stop pressed: `Streams._stop` ends the answer with the server's saved text
 
     def abort(self) -> None:
+        self.halted = True
+        self.wake.set()
         if not self.request.aborted:
             self.request.abort()
 
-    @property
-    def aborted(self) -> bool:
-        return bool(self.request.aborted)
+    async def pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
 
 class _Decoder:
@@ -115,7 +135,7 @@ class Streams:
         if not self._can_start(thread_id, thread_id):
             return False
         self.store.begin_send(thread_id, text)
-        self._launch(thread_id, thread_id, f"/api/threads/{thread_id}/chat", {"message": text})
+        self._launch(thread_id, thread_id, self.transport.open(f"/api/threads/{thread_id}/chat", {"message": text}))
         return True
 
     def start_merge(self, key, thread_id: int, threads: list[int], fmt: str, instruction: str | None) -> bool:
@@ -127,41 +147,61 @@ class Streams:
         if instruction:
             body["instruction"] = instruction
         self.store.begin_merge(key, threads)
-        self._launch(key, thread_id, f"/api/threads/{thread_id}/merge", body)
+        self._launch(key, thread_id, self.transport.open(f"/api/threads/{thread_id}/merge", body))
         return True
 
-    def _launch(self, key, thread_id: int, url: str, body: dict) -> None:
-        stream = _Stream(thread_id, self.transport.open(url, body))
+    def follow(self, key, thread_id: int, event_id: str) -> bool:
+        """Reattach to the answer of `thread_id` that the server is writing: its message (named by `event_id`,
+        the snapshot's `stream_event_id`) is in the store with the text up to that event; stream the rest. False
+        when there is nothing to follow here (already streaming, message not shown, over the cap)."""
+        message_id = _generation(event_id)
+        if key in self.live or thread_id in self.busy_threads() or len(self.live) >= self.max_streams:
+            return False
+        if message_id is None or self.store.begin_follow(key, message_id) is None:
+            return False
+        router = _Router(self.store, key, started=True, last_id=event_id)
+        self._launch(key, thread_id, self.transport.follow(thread_id, event_id), router)
+        return True
+
+    def _launch(self, key, thread_id: int, request, router: _Router | None = None) -> None:
+        stream = _Stream(thread_id, request)
         self.live[key] = stream
-        stream.task = asyncio.ensure_future(self._run(key, stream))
+        stream.task = asyncio.ensure_future(self._run(key, stream, router or _Router(self.store, key)))
 
     def stop(self, key) -> None:
-        """Stop button / Esc: abort the stream; the server saves what was generated, and the page shows it."""
+        """Stop button / Esc: cancel the answer on the server and abort the stream; then show the saved text."""
         stream = self.live.get(key)
         if stream is None:
             return
         stream.stopping = True
         self.store.set_stopping(key)
-        task = asyncio.ensure_future(self._stop(key, stream))
+        self._spawn(self._stop(key, stream))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     def abort_all(self) -> None:
-        """The page goes away: abort every open request now (the server saves each answer as interrupted)."""
+        """The page goes away: abort every open request now (the server keeps each answer for a reattach)."""
         for stream in list(self.live.values()):
             stream.abort()
 
     async def _stop(self, key, stream: _Stream) -> None:
         stream.abort()  # the fetch and the connection end now
+        try:
+            await self.transport.cancel(stream.thread_id)  # returns once the server saved the answer
+        except ApiError:
+            pass  # unreachable: the answer is stopped by the server's grace timer instead
         await stream.ended.wait()
         answer = self.store.thread(key).streaming_message
         if answer is None:
             return  # the stream ended by itself meanwhile
-        saved = await self._saved_text(stream.thread_id, answer.id)
-        self.store.finish(key, "interrupted", text=saved)
+        saved = await self._saved(stream.thread_id, answer.id)
+        self.store.finish(key, "interrupted", text=saved.content if saved is not None else None)
 
-    async def _saved_text(self, thread_id: int, message_id: int | None) -> str | None:
-        """The answer's text as the server saved it on the disconnect, or None if it cannot be had."""
+    async def _saved(self, thread_id: int, message_id: int | None) -> Message | None:
+        """The answer as the server saved it (no longer streaming), or None if it cannot be had."""
         if message_id is None:
             return None
         for _ in range(SAVED_POLL_TRIES):
@@ -173,33 +213,53 @@ class Streams:
             if saved is None:
                 return None
             if saved.get("status") != "streaming":
-                return saved.get("content") or ""
+                return Message.from_api(saved)
             await asyncio.sleep(SAVED_POLL_S)
         return None
 
-    async def _run(self, key, stream: _Stream) -> None:
-        """Stream one answer into the store under `key` (a thread id, or a merge key)."""
+    async def _ended_on_server(self, key, stream: _Stream, router: _Router) -> None:
+        """A reconnect found nothing running (204): show the answer as the server saved it."""
+        saved = await self._saved(stream.thread_id, router.message_id)
+        if not self.store.thread(key).streaming:
+            return
+        if saved is None:
+            router.outcome = "error"
+            self.store.finish(key, "error", error=dict(TRUNCATED))
+            return
+        router.outcome = saved.status if saved.status in ("complete", "interrupted") else "error"
+        self.store.finish(key, router.outcome, text=saved.content, usage=saved.usage,
+                          error=(saved.error or {"code": "error", "message": "The answer failed."})
+                          if router.outcome == "error" else None)
+
+    async def _run(self, key, stream: _Stream, router: _Router) -> None:
+        """Stream one answer into the store under `key` (a thread id, or a merge key), reconnecting on breaks."""
         store = self.store
-        decoder = _Decoder()
-        parser = SSEParser(terminal=decoder)
-        router = _Router(store, key)
+        tries = 0
         try:
-            try:
-                async for chunk in stream.request.chunks():
-                    events = parser.feed(chunk)
-                    router.route(decoder.take(events))
-            except ApiError as error:
-                if error.status:  # the server refused it (409 busy, 429, 401...): nothing was saved
-                    router.outcome = "error"
-                    store.fail_before_start(key, error.as_dict())
-                    if error.status == 401 and self.on_unauthenticated is not None:
-                        self.on_unauthenticated(error)
+            while True:
+                failure = await self._read(key, stream, router)
+                if failure is None:
                     return
-                router.network_failed(error, stopped_here=stream.aborted, stopping=stream.stopping)
-                return
-            if not parser.close() and store.thread(key).streaming:  # no terminal event: the stream was cut
-                router.outcome = "error"
-                store.finish(key, "error", error=dict(TRUNCATED))
+                if isinstance(failure, ApiError) and not _retryable(failure):
+                    router.refused(failure, self.on_unauthenticated)
+                    return
+                if stream.halted:
+                    router.network_failed(None, stopped_here=True, stopping=stream.stopping)
+                    return
+                if router.progressed:
+                    tries, router.progressed = 0, False
+                if router.last_id is None or tries >= MAX_RETRIES:
+                    router.broken(failure)
+                    return
+                tries += 1
+                store.set_reconnecting(key, True)
+                await stream.pause(backoff(tries))
+                if stream.halted:
+                    router.network_failed(None, stopped_here=True, stopping=stream.stopping)
+                    return
+                stream.request = self.transport.follow(stream.thread_id, router.last_id)
+                if stream.halted:  # aborted while the request was being made
+                    stream.request.abort()
         except asyncio.CancelledError:
             stream.abort()  # cancelling the task alone would leave the request running
             if store.thread(key).streaming:
@@ -217,20 +277,71 @@ class Streams:
             if self.on_end is not None:
                 self.on_end(key, router.outcome)
 
+    async def _read(self, key, stream: _Stream, router: _Router):
+        """Read one request to its end. None: the answer is over (a terminal event, or a 204 handled); else what
+        broke it: the ApiError, or TRUNCATED when the bytes ended without a terminal event."""
+        decoder = _Decoder()
+        parser = SSEParser(terminal=decoder)
+        request = stream.request
+        try:
+            async for chunk in request.chunks():
+                if self.store.thread(key).reconnecting:
+                    self.store.set_reconnecting(key, False)
+                events = parser.feed(chunk)
+                router.route(decoder.take(events), [event.id for event in events])
+        except ApiError as error:
+            return error
+        if getattr(request, "status", 200) == 204:
+            await self._ended_on_server(key, stream, router)
+            return None
+        if parser.close() or not self.store.thread(key).streaming:
+            return None
+        return dict(TRUNCATED)
+
+
+def _generation(event_id: str | None) -> int | None:
+    """The message id an event id (`<message id>.<n>`) names."""
+    head, _, _ = str(event_id or "").partition(".")
+    return int(head) if head.isdigit() else None
+
+
+def _retryable(error: ApiError) -> bool:
+    """The network broke (0) or a proxy / the server could not answer now (502, 503, 504): worth a reconnect."""
+    return error.status == 0 or error.status in (502, 503, 504)
+
 
 class _Router:
-    """The events of one stream -> the store, under `key`; `outcome` is how it ended."""
+    """The events of one stream -> the store, under `key`; `outcome` is how it ended. `last_id` is the last event
+    id applied: an event at or before it (a replay after a reconnect) is skipped."""
 
-    def __init__(self, store: Store, key) -> None:
+    def __init__(self, store: Store, key, *, started: bool = False, last_id: str | None = None) -> None:
         self.store = store
         self.key = key
-        self.started = False
+        self.started = started
         self.outcome = "error"
+        self.last_id = last_id
+        self.message_id = _generation(last_id)
+        self.progressed = False  # an event was applied since the last reconnect
 
-    def route(self, payloads: list[dict]) -> None:
+    def _fresh(self, event_id: str | None) -> bool:
+        if not event_id:
+            return True
+        head, _, seq = event_id.partition(".")
+        last_head, _, last_seq = (self.last_id or "").partition(".")
+        if head == last_head and seq.isdigit() and last_seq.isdigit() and int(seq) <= int(last_seq):
+            return False
+        self.last_id = event_id
+        if head.isdigit():
+            self.message_id = int(head)
+        return True
+
+    def route(self, payloads: list[dict], ids: list[str | None] | None = None) -> None:
         store, key = self.store, self.key
         tokens: list[str] = []
-        for payload in payloads:
+        for index, payload in enumerate(payloads):
+            if ids is not None and not self._fresh(ids[index]):
+                continue
+            self.progressed = True
             kind = payload.get("type")
             if kind == contract.TOKEN:
                 tokens.append(str(payload.get("text", "")))
@@ -240,6 +351,8 @@ class _Router:
                 tokens = []
             if kind == contract.START:
                 self.started = True
+                if payload.get("message_id") is not None:
+                    self.message_id = payload.get("message_id")
                 store.on_start(key, payload.get("user_message_id"), payload.get("message_id"))
             elif kind == contract.DONE:
                 self.outcome = "complete"
@@ -258,11 +371,29 @@ class _Router:
         if tokens:
             store.append_tokens(key, tokens)
 
-    def network_failed(self, error: ApiError, *, stopped_here: bool, stopping: bool) -> None:
+    def refused(self, error: ApiError, on_unauthenticated) -> None:
+        """The server refused the request (409 busy, 429, 401, 404...): a chat's question was not sent; a
+        follow's answer ends as that error."""
+        self.outcome = "error"
+        if self.store.thread(self.key).streaming:
+            self.store.fail_before_start(self.key, error.as_dict())
+        if error.status == 401 and on_unauthenticated is not None:
+            on_unauthenticated(error)
+
+    def broken(self, failure) -> None:
+        """The stream broke and cannot be followed again: the answer ends as an error, its text kept."""
+        if isinstance(failure, ApiError):
+            self.network_failed(failure, stopped_here=False, stopping=False)
+            return
+        self.outcome = "error"
+        if self.store.thread(self.key).streaming:
+            self.store.finish(self.key, "error", error=dict(failure))
+
+    def network_failed(self, error: ApiError | None, *, stopped_here: bool, stopping: bool) -> None:
         """The request failed without an answer from the server: aborted by this page (Stop, page hide) -> a
         clean interruption; else the network broke."""
         store, key = self.store, self.key
-        if stopped_here:
+        if stopped_here or error is None:
             self.outcome = "interrupted"
             if store.thread(key).streaming and not stopping:  # Stop finishes it itself, with the saved text
                 store.finish(key, "interrupted")
@@ -271,7 +402,7 @@ class _Router:
         if store.thread(key).streaming:
             error_dict = error.as_dict()
             if self.started:
-                error_dict["message"] = f"The connection to the server was lost ({error.detail})."
+                error_dict["message"] = f"The connection to the server was lost ({error.detail or error.message})."
                 store.finish(key, "error", error=error_dict)
             else:
                 store.fail_before_start(key, error_dict)

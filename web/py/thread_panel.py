@@ -161,7 +161,8 @@ class ThreadPanel:
             self._render_crumbs()
         if self.title.textContent != title:
             self.title.textContent = title
-        label = "stopping…" if state.stopping else ("answering…" if state.streaming else "")
+        label = "stopping…" if state.stopping else ("reconnecting…" if state.streaming and state.reconnecting
+                                                    else "answering…" if state.streaming else "")
         if not label and self.thread_id in self.view.actions.busy_threads():
             label = "merging…"  # a merge streams into this thread (the merge dialog shows it)
         if self.state_label.textContent != label:

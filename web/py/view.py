@@ -82,6 +82,7 @@ class View:
         self.listeners.add(document, "mouseup", self._on_selection_maybe)
         self.listeners.add(document, "keyup", self._on_selection_maybe)
         self.listeners.add(document, "keydown", self._on_global_key)
+        self.listeners.add(document, "click", self._on_md_click)
         # mousedown on the button must not clear the selection it is about
         self.listeners.add(self.pin_button, "mousedown", lambda e: e.preventDefault())
         self.listeners.add(self.pin_button, "click", self._on_pin_click)
@@ -324,20 +325,45 @@ class View:
             return None
         if msg.dataset.status == "streaming":
             return None
-        before = dom.new_range()
-        before.setStart(body, 0)
-        before.setEnd(selected.startContainer, selected.startOffset)
-        start = len(str(before.toString()))  # JS UTF-16 string -> Python str: code points
-        text = str(selected.toString())
         state = self.store.get(panel.thread_id)
         message = state.message_by_id(int(msg.dataset.messageId)) if state is not None else None
+        text = str(selected.toString())
         if message is None or not text.strip():
             return None
-        end = start + len(text)
-        if message.content[start:end] != text:
-            return None
+        shown = panel.messages.get(str(msg.dataset.key))
+        if shown is not None and shown.md is not None:  # rendered Markdown: map the DOM positions to the source
+            span = shown.md.source_range(selected)
+            if span is None:
+                return None
+            start, end = span
+        else:
+            before = dom.new_range()
+            before.setStart(body, 0)
+            before.setEnd(selected.startContainer, selected.startOffset)
+            start = len(str(before.toString()))  # JS UTF-16 string -> Python str: code points
+            end = start + len(text)
+            if message.content[start:end] != text:
+                return None
         return {"thread_id": panel.thread_id, "message_id": message.id, "start": start, "end": end,
                 "text": text, "rect": selected.getBoundingClientRect()}
+
+    def _on_md_click(self, event) -> None:
+        """Rendered Markdown's buttons: a code block's Copy, an image placeholder (the image loads only now)."""
+        button = closest(event.target, ".md button")
+        if not button:
+            return
+        if button.classList.contains("code-copy"):
+            code = closest(button, ".code-block").querySelector("pre")
+            dom.copy_text(str(code.textContent) if code else "", lambda ok: self._copied(button, ok))
+        elif button.classList.contains("img-placeholder"):
+            image = el("img", "md-image", src=str(button.dataset.src), alt=str(button.dataset.alt or ""),
+                       referrerpolicy="no-referrer")
+            button.replaceWith(image)
+
+    @staticmethod
+    def _copied(button, ok: bool) -> None:
+        button.textContent = "Copied" if ok else "Copy failed"
+        dom.after(1500, lambda: setattr(button, "textContent", "Copy"))
 
     def _on_pin_click(self, event) -> None:
         pending, self.pending_pin = self.pending_pin, None
