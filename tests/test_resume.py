@@ -187,8 +187,9 @@ async def test_a_reader_that_falls_behind_gets_fewer_frames_and_the_same_text(ap
     await asyncio.sleep(1.5)  # not reading: the server's socket buffer fills
     raw = await reader.read()  # then everything, to the end
     writer.close()
-    frames = [f for f in raw.decode().split("\n\n") if "data: " in f]
-    payloads = [json.loads(f.split("data: ", 1)[1].split("\n")[0]) for f in frames]
+    body_text = raw.decode().split("\r\n\r\n", 1)[1]  # past the headers (the CSP holds "data: " too)
+    payloads = [json.loads(line[len("data: "):].rstrip("\r")) for line in body_text.split("\n")
+                if line.startswith("data: ")]
     token_frames = [p["text"] for p in payloads if p["type"] == "token"]
     assert "".join(token_frames) == "".join(tokens)  # exact
     assert len(token_frames) < len(tokens)  # fewer writes: backlogs went out as one frame each
