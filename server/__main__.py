@@ -7,13 +7,7 @@ import gc
 import logging
 import sys
 
-import os
-
-# LiteLLM downloads a model price map when it is imported unless told to use its bundled copy: we run offline.
-# Set here, at the entry point, before anything imports LiteLLM.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-from .config import parse_args  # noqa: E402
+from .config import parse_args  # importing the package set LiteLLM's local price map (server/__init__.py)
 
 
 async def settle_heap(_app) -> None:

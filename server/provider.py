@@ -25,7 +25,7 @@ DEFAULT_CONTEXT_WINDOW = 8192  # tokens, when neither models.yaml nor LiteLLM's 
 def configure_litellm() -> None:
     """LiteLLM's process-wide switches, set once by the app factory (and the benchmarks): skip per-chunk work a
     chat server does not need (documented module settings). Its price map must be local before LiteLLM is
-    imported at all: the entry points set LITELLM_LOCAL_MODEL_COST_MAP (see __main__.py)."""
+    imported at all: server/__init__.py sets LITELLM_LOCAL_MODEL_COST_MAP."""
     litellm.disable_streaming_logging = True
     litellm.telemetry = False
     litellm.suppress_debug_info = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -52,3 +53,18 @@ def test_flags_and_environment(monkeypatch, tmp_path):
     assert parse_args(["--port", "7000"]).port == 7000  # a flag wins over the environment
     with pytest.raises(SystemExit):
         parse_args(["--models", str(tmp_path / "missing.yaml")])
+
+
+def test_importing_the_server_package_keeps_litellm_offline():
+    """Whoever imports server modules (not only `python -m server`) gets LiteLLM's bundled price map, not a
+    download at import; a value the user set stays."""
+    import subprocess
+    import sys
+
+    code = "import os, server; print(os.environ['LITELLM_LOCAL_MODEL_COST_MAP'])"
+    env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "True"
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "False"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
