@@ -51,7 +51,7 @@ class Generation:
         self.on_end = on_end
         self.user_message_id: int | None = None
         self.message_id: int | None = None
-        self.events: list[dict[str, Any]] = []  # event n has sequence number n + 1
+        self.events: list[events.Event] = []  # event n has sequence number n + 1
         self.parts: list[str] = []
         self.done = False
         self.stop_reason: str | None = None
@@ -80,10 +80,11 @@ class Generation:
             return 0
         return min(seq, len(self.events))
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: events.Event) -> None:
         self.events.append(event)
+        # Wakes the subscribers waiting now; the ones still busy writing find the event when they look again.
         self._wakeup.set()
-        self._wakeup = asyncio.Event()
+        self._wakeup.clear()
 
     def stop(self, reason: str) -> None:
         """Cancel the generation (idempotent); the answer so far is saved as interrupted."""
@@ -92,7 +93,7 @@ class Generation:
             self.task.cancel()
 
     @asynccontextmanager
-    async def subscribe(self, after: int = 0) -> AsyncIterator[AsyncIterator[tuple[int, list[dict[str, Any]]]]]:
+    async def subscribe(self, after: int = 0) -> AsyncIterator[AsyncIterator[tuple[int, list[events.Event]]]]:
         """Follow the events from sequence number `after`. When the last subscriber leaves without a stop, the
         answer runs on for `detach_grace` seconds (a reattach cancels the timer), then stops."""
         self._subscribers += 1
@@ -110,7 +111,7 @@ class Generation:
                     self._detached = asyncio.get_running_loop().call_later(self.detach_grace, self.stop,
                                                                            "client_gone")
 
-    async def _follow(self, after: int) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+    async def _follow(self, after: int) -> AsyncIterator[tuple[int, list[events.Event]]]:
         """Every event after `after`, as (sequence number of the first, the events available now): a reader that
         fell behind gets its backlog in one piece (sse.py may coalesce it)."""
         seq = after
@@ -134,16 +135,17 @@ class Generation:
     async def _run(self, source: Source) -> None:
         status, final, meta = "complete", {}, {}
         flusher = asyncio.create_task(self._flush_periodically())
+        model = None
         try:
             finish_reason, usage = None, None
             async with source() as deltas:
                 async for delta in deltas:
-                    if delta.text:
-                        self.parts.append(delta.text)
-                        self.emit(events.token(delta.text))
+                    if text := delta.text:
+                        self.parts.append(text)
+                        self.emit(events.token(text))
                     finish_reason = delta.finish_reason or finish_reason
                     usage = delta.usage or usage
-                    meta["model"] = meta.get("model") or delta.model
+                    model = model or delta.model
             meta.update(usage=usage, finish_reason=finish_reason)
             final = events.done(self.message_id, finish_reason, usage)
         except asyncio.CancelledError:
@@ -157,6 +159,7 @@ class Generation:
             final = events.error(self.message_id, code, message)
         finally:
             flusher.cancel()
+            meta["model"] = model
         # The final save runs as its own task so that a second cancellation cannot cut it short;
         # the registry waits for it on shutdown.
         save = asyncio.create_task(self.db.save_answer(self.message_id, self.text, status, **meta))

@@ -24,12 +24,13 @@ from server.config import Settings
 from tests.fake_upstream import FakeUpstream
 
 
-def write_models_file(path: Path, primary: FakeUpstream, backup: FakeUpstream | None = None) -> Path:
+def write_models_file(path: Path, primary: FakeUpstream, backup: FakeUpstream | None = None,
+                      route: str = "openai") -> Path:
     """A LiteLLM model_list: groups `chat` and `utility` on `primary`; with `backup`, a fallback group
-    `chat-backup` on it."""
+    `chat-backup` on it; every deployment through LiteLLM's `route` (provider prefix)."""
     def deployment(name: str, fake: FakeUpstream, model: str = "fake-model") -> dict:
         return {"model_name": name,
-                "litellm_params": {"model": f"openai/{model}", "api_base": fake.url, "api_key": "sk-fake"}}
+                "litellm_params": {"model": f"{route}/{model}", "api_base": fake.url, "api_key": "sk-fake"}}
 
     config: dict = {"model_list": [deployment("chat", primary), deployment("utility", primary, "fake-utility")],
                     "router_settings": {"num_retries": 0}}
