@@ -20,7 +20,7 @@ from tests.fake_upstream import Script
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "web" / "py"))
 
 import contract  # noqa: E402
-import streams  # noqa: E402
+import reconnect  # noqa: E402
 from store import Store  # noqa: E402
 from streams import Streams  # noqa: E402
 
@@ -208,7 +208,7 @@ async def test_a_real_stream_interrupted_by_the_cancel_endpoint(app, fake):
 async def test_a_real_stream_cut_before_its_end_is_followed_again(app, fake, monkeypatch):
     """The cut stream is followed again from its last event id; the answer has ended meanwhile (204), so the page
     shows it as the server saved it."""
-    monkeypatch.setattr(streams, "BACKOFF_S", (0.0,))
+    monkeypatch.setattr(reconnect, "BACKOFF_S", (0.0,))
     fake.push(Script(tokens=["a ", "b ", "c"]))
     tid = (await app.new_thread())["id"]
     status, headers, raw = await record(app, f"/api/threads/{tid}/chat", {"message": "go"})

@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "web" / "py"))
 
+import reconnect  # noqa: E402
 import streams  # noqa: E402
 from contract import ApiError, error_from_body, merge_key, unreachable  # noqa: E402
 from store import Store  # noqa: E402
@@ -78,6 +79,8 @@ class FakeTransport:
         self.gets = 0
         self.cancels: list[int] = []
         self.follows: list[FakeRequest] = []  # the GET streams; `last_event_id` is what each sent
+        self.down = False  # the cancel request fails as a fetch does offline
+        self.network = None
 
     def max_streams(self):
         return self.cap
@@ -95,6 +98,14 @@ class FakeTransport:
 
     async def cancel(self, thread_id):
         self.cancels.append(thread_id)
+        if self.down:
+            raise unreachable("TypeError: Failed to fetch")
+
+    def online(self):
+        return True
+
+    def on_network_change(self, callback):
+        self.network = callback  # the tests call it as the window's online / offline events would
 
     async def get_thread(self, thread_id):
         self.gets += 1
@@ -287,7 +298,7 @@ async def test_stop_while_connecting(env):
 
 
 async def test_stop_while_streaming_shows_the_text_the_server_saved(env, monkeypatch):
-    monkeypatch.setattr(streams, "SAVED_POLL_S", 0)
+    monkeypatch.setattr(reconnect, "SAVED_POLL_S", 0)
     store, transport, s, ends, _ = env
     s.start(1, "hi")
     request = transport.requests[0]
@@ -413,8 +424,8 @@ def tok(text, seq, mid=11):
 
 @pytest.fixture
 def fast(monkeypatch):
-    monkeypatch.setattr(streams, "BACKOFF_S", (0.0,))
-    monkeypatch.setattr(streams, "SAVED_POLL_S", 0)
+    monkeypatch.setattr(reconnect, "BACKOFF_S", (0.0,))
+    monkeypatch.setattr(reconnect, "SAVED_POLL_S", 0)
 
 
 async def test_a_break_reconnects_with_the_last_event_id_and_skips_what_it_had(env, fast):
@@ -474,17 +485,17 @@ def _no_content(request):
 
 
 async def test_reconnects_are_bounded_then_the_answer_ends_as_an_error(env, monkeypatch):
-    monkeypatch.setattr(streams, "BACKOFF_S", (0.0, 0.001, 0.002))
+    monkeypatch.setattr(reconnect, "BACKOFF_S", (0.0, 0.001, 0.002))
     store, transport, s, ends, _ = env
     s.start(1, "hi")
     transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("kept", 2), unreachable("down"))
-    for _ in range(streams.MAX_RETRIES + 2):
+    for _ in range(reconnect.MAX_RETRIES + 2):
         await asyncio.sleep(0.01)
         for request in transport.follows:
             if not request.read_started or request.queue.empty():
                 request.push(unreachable("still down"))
     await settle()
-    assert len(transport.follows) == streams.MAX_RETRIES
+    assert len(transport.follows) == reconnect.MAX_RETRIES
     assert all(r.last_event_id == "11.2" for r in transport.follows)
     answer = last(store, 1)
     assert (answer.status, answer.text) == ("error", "kept") and "lost" in answer.error["message"]
@@ -492,8 +503,8 @@ async def test_reconnects_are_bounded_then_the_answer_ends_as_an_error(env, monk
 
 
 def test_the_backoff_doubles_up_to_a_cap():
-    assert [streams.backoff(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    assert sum(streams.backoff(n) for n in range(1, streams.MAX_RETRIES + 1)) < 30  # within the server's grace
+    assert [reconnect.backoff(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert sum(reconnect.backoff(n) for n in range(1, reconnect.MAX_RETRIES + 1)) < 30  # within the server's grace
 
 
 async def test_a_5xx_of_a_proxy_is_retried_a_404_is_not(env, fast):
@@ -512,8 +523,8 @@ async def test_a_5xx_of_a_proxy_is_retried_a_404_is_not(env, fast):
 
 
 async def test_stop_during_a_reconnect_pause(env, monkeypatch):
-    monkeypatch.setattr(streams, "BACKOFF_S", (30.0,))  # the pause would last long: Stop ends it at once
-    monkeypatch.setattr(streams, "SAVED_POLL_S", 0)
+    monkeypatch.setattr(reconnect, "BACKOFF_S", (30.0,))  # the pause would last long: Stop ends it at once
+    monkeypatch.setattr(reconnect, "SAVED_POLL_S", 0)
     store, transport, s, ends, _ = env
     s.start(1, "hi")
     transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("one ", 2), unreachable("reset"))
@@ -603,3 +614,124 @@ async def test_a_merge_reconnects_on_its_thread(env, fast):
     again.push(tok("m", 2, 30), tok("!", 3, 30), ev({"type": "done", "message_id": 30}, 4, 30), END)
     await settle()
     assert (last(store, key).text, ends) == ("m!", [(key, "complete")])
+
+
+# ---- the browser's network state: offline drops every stream, online follows again at once -------------------------
+
+async def test_offline_aborts_every_stream_and_shows_it_reconnecting_then_online_follows_at_once(env, monkeypatch):
+    monkeypatch.setattr(reconnect, "BACKOFF_S", (30.0,))  # only the online event can end the pause in time
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    snapshot(store, 2, "B0 ", mid=21)
+    assert s.follow(2, 2, "21.1")
+    first, second = transport.requests
+    first.push(ev({"type": "start", "message_id": 11}, 1), tok("a ", 2))
+    second.push(tok("B1 ", 2, 21))
+    await settle()
+    transport.network(False)
+    assert first.aborted and second.aborted
+    assert store.thread(1).reconnecting and store.thread(2).reconnecting  # at once, before the reads fail
+    await settle()
+    assert transport.follows == [second] and transport.cancels == [] and ends == []
+    assert store.thread(1).streaming and store.thread(2).streaming and not store.thread(1).error
+    assert (last(store, 1).status, last(store, 2).status) == ("streaming", "streaming")
+    transport.network(True)
+    await settle()
+    again1, again2 = transport.follows[1:]
+    assert (again1.last_event_id, again2.last_event_id) == ("11.2", "21.2")
+    again1.push(tok("a ", 2) + tok("b ", 3), ev({"type": "done", "message_id": 11}, 4), END)  # a replay, then more
+    again2.push(tok("B1 ", 2, 21), tok("B2", 3, 21), ev({"type": "done", "message_id": 21}, 4, 21), END)
+    await settle()
+    assert (last(store, 1).status, last(store, 1).text) == ("complete", "a b ")
+    assert (last(store, 2).status, last(store, 2).text) == ("complete", "B0 B1 B2")
+    assert not store.thread(1).reconnecting and sorted(ends) == [(1, "complete"), (2, "complete")] and not s.live
+
+
+async def test_online_ends_a_reconnect_pause_at_once(env, monkeypatch):
+    monkeypatch.setattr(reconnect, "BACKOFF_S", (30.0,))
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("x", 2), unreachable("reset"))
+    await settle()
+    assert store.thread(1).reconnecting and transport.follows == []
+    transport.network(True)  # e.g. the wifi came back without the page seeing it go
+    await settle()
+    (again,) = transport.follows
+    assert again.last_event_id == "11.2" and store.thread(1).reconnecting
+    again.push(tok("y", 3), END)  # a truncation: followed again after its backoff, not at once
+    await settle()
+    assert len(transport.follows) == 1 and store.thread(1).reconnecting and store.thread(1).buffer == "xy"
+    s.abort_all()
+    await settle()
+    assert ends == [(1, "interrupted")]
+
+
+async def test_retries_never_run_out_while_offline(env, monkeypatch):
+    monkeypatch.setattr(reconnect, "BACKOFF_S", (0.0, 0.001))
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("kept ", 2))
+    await settle()
+    transport.network(False)
+    for _ in range(reconnect.MAX_RETRIES * 2):  # every try fails at once, as a fetch does offline
+        await asyncio.sleep(0.005)
+        for request in transport.follows:
+            if not request.read_started or request.queue.empty():
+                request.push(unreachable("TypeError: Failed to fetch"))
+    await settle()
+    assert len(transport.follows) > reconnect.MAX_RETRIES
+    assert store.thread(1).streaming and store.thread(1).reconnecting and ends == []
+    transport.network(True)
+    await settle()
+    request = transport.follows[-1]
+    request.push(tok("more", 3), ev({"type": "done", "message_id": 11}, 4), END)
+    await settle()
+    assert (last(store, 1).status, last(store, 1).text) == ("complete", "kept more") and ends == [(1, "complete")]
+
+
+async def test_a_chat_without_an_event_id_yet_ends_when_the_network_goes(env, fast):
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    await settle()
+    transport.network(False)
+    await settle()
+    assert transport.follows == [] and ends == [(1, "error")] and not store.thread(1).reconnecting
+
+
+async def test_stop_while_offline_still_cancels(env, monkeypatch):
+    monkeypatch.setattr(reconnect, "BACKOFF_S", (30.0,))
+    monkeypatch.setattr(reconnect, "SAVED_POLL_S", 0)
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("one ", 2))
+    await settle()
+    transport.network(False)
+    await settle()
+    assert store.thread(1).reconnecting
+    transport.saved[1] = [{"id": 11, "role": "assistant", "status": "interrupted", "content": "one two"}]
+    s.stop(1)
+    await settle(60)
+    answer = last(store, 1)
+    assert transport.cancels == [1] and transport.follows == [] and not s.live
+    assert (answer.status, answer.text) == ("interrupted", "one two") and ends == [(1, "interrupted")]
+
+
+async def test_stop_while_offline_sends_the_cancel_again_once_online(env, monkeypatch):
+    monkeypatch.setattr(reconnect, "BACKOFF_S", (30.0,))
+    monkeypatch.setattr(reconnect, "SAVED_POLL_S", 0)
+    store, transport, s, ends, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("one ", 2))
+    await settle()
+    transport.network(False)
+    transport.down = True
+    s.stop(1)
+    await settle(60)
+    assert transport.cancels == [1] and store.thread(1).stopping and s.tasks  # waits for the network
+    transport.saved[1] = [{"id": 11, "role": "assistant", "status": "interrupted", "content": "one two"}]
+    transport.down = False
+    transport.network(True)
+    await settle(60)
+    answer = last(store, 1)
+    assert transport.cancels == [1, 1] and transport.follows == [] and not s.tasks
+    assert (answer.status, answer.text) == ("interrupted", "one two")

@@ -14,7 +14,9 @@ as thin as Pyodide's own `pyodide.http`; what the page does with an answer strea
   `follow(thread_id, last_event_id)` the same for `GET /api/threads/{id}/stream` with a `Last-Event-ID` header
   (`status` 204: nothing runs); `abort()` aborts the fetch; `cancel(thread_id)` is Stop's cancel request.
   `max_streams()` is the page's cap on streams at once. Leaving the page cancels nothing: the server keeps the
-  answer for a reattach.
+  answer for a reattach. `online()` is `navigator.onLine`; `on_network_change(callback)` calls `callback(online)`
+  on the window's `online` / `offline` events (streams.py drops its streams at once when the network goes: a dead
+  network may leave a fetch hanging, and Chromium's offline emulation leaves an established stream open).
 * Browser services: the location hash and history
   (`location_hash`, `replace_location`), `copy_text` (clipboard), `download_text` (Blob + object URL +
   `<a download>`), `read_file` (a picked File).
@@ -31,7 +33,7 @@ import asyncio
 import json
 
 import js
-from pyodide.ffi import JsException, to_js
+from pyodide.ffi import JsException, create_proxy, to_js
 
 from contract import ApiError, error_from_body, unreachable
 
@@ -312,6 +314,9 @@ class StreamRequest:
 class Transport:
     """What streams.Streams talks to in the page (tests give it a fake one)."""
 
+    def __init__(self) -> None:
+        self._listeners: list = []  # the kept proxies of the window's online / offline listeners
+
     def max_streams(self) -> int:
         return max_streams()
 
@@ -326,3 +331,13 @@ class Transport:
 
     async def get_thread(self, thread_id: int) -> dict:
         return await get_thread(thread_id)
+
+    def online(self) -> bool:
+        return bool(js.navigator.onLine)
+
+    def on_network_change(self, callback) -> None:
+        """`callback(True)` on the window's `online` event, `callback(False)` on `offline`, for the page's life."""
+        for name, online in (("online", True), ("offline", False)):
+            proxy = create_proxy(lambda _event, online=online: callback(online))
+            self._listeners.append(proxy)  # kept: a borrowed proxy would be destroyed after addEventListener
+            js.window.addEventListener(name, proxy)

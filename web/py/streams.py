@@ -15,19 +15,23 @@ per thread:
   (`stream_event_id`), through the same parser and router.
 * Every event id (`<message id>.<n>`) the router applied is remembered: an event at or before it is skipped, so a
   replay never shows a token twice. A stream that breaks after its first id (network error, truncation, a 5xx of a
-  proxy) is followed again from that id after a backoff (`BACKOFF_S`, at most `MAX_RETRIES` tries in a row); the
-  store says `reconnecting` meanwhile. A 204 on a reconnect means the answer ended: its saved message gives the
-  final text and status (after a server restart: interrupted). Without an id, or out of tries, a break ends the
-  answer as an error (truncation: `stream_truncated`) and keeps its text.
-* `stop()` asks the server to cancel (`transport.cancel`) and aborts the request, waits for the stream to end, then
-  shows exactly the text the server saved. `abort_all()` (page hide, sign-out) only aborts every request: the server
-  keeps writing the answers for a while, and a reload follows them again. An abort always ends as a clean
-  "interrupted" state, never as an error on screen.
+  proxy) is followed again from that id after a backoff (reconnect.py); the store says `reconnecting` meanwhile. A
+  204 on a reconnect means the answer ended: its saved message gives the final text and status (after a server
+  restart: interrupted). Without an id, or out of tries, a break ends the answer as an error (truncation:
+  `stream_truncated`) and keeps its text.
+* The browser goes offline (the window's `offline` event): every stream's request is aborted at once and shown as
+  `reconnecting` (no cancel: the server goes on within its detach grace); the next try waits for the `online` event
+  or its backoff, whichever comes first, and follows again from the last id.
+* `stop()` asks the server to cancel (`transport.cancel`; offline, once the network is back) and aborts the
+  request, waits for the stream to end, then shows exactly the text the server saved. `abort_all()` (page hide,
+  sign-out) only aborts every request: the server keeps writing the answers for a while, and a reload follows them
+  again. An abort always ends as a clean "interrupted" state, never as an error on screen.
 
 The transport: `max_streams() -> int`; `open(url, body) -> request` (the POST) and `follow(thread_id, last_event_id)
 -> request` (the GET stream), where `request.chunks()` is an async iterator of bytes (raising `contract.ApiError`:
 the server's error before the body, or status 0 when the network failed), `request.status` (204: nothing to
-follow), `request.abort()` and `request.aborted`; `async get_thread(thread_id) -> dict`; `async cancel(thread_id)`.
+follow), `request.abort()` and `request.aborted`; `async get_thread(thread_id) -> dict`; `async cancel(thread_id)`;
+optionally `online() -> bool` and `on_network_change(callback)` (`callback(online)` on the window's events).
 """
 
 from __future__ import annotations
@@ -36,45 +40,14 @@ import asyncio
 
 import contract
 from contract import ApiError
+from reconnect import Link, Network, generation, replayed, retryable, saved_answer
 from sse import Event, SSEParser
-from store import Message, Store
+from store import Store
 
 __all__ = ["Streams"]
 
-SAVED_POLL_S, SAVED_POLL_TRIES = 0.1, 30  # after Stop or a 204, how long to wait for the server's saved answer
-BACKOFF_S = (0.5, 1.0, 2.0, 4.0)  # the pause before reconnect try n (the last one repeats)
-MAX_RETRIES = 8  # tries in a row without an event (~24 s in all: within the server's default 30 s grace)
+CANCEL_WAIT_S = 30.0  # Stop while offline: how long the cancel waits for the network (the server's default grace)
 TRUNCATED = {"code": "stream_truncated", "message": "The connection ended before the answer was complete."}
-
-
-def backoff(tries: int) -> float:
-    return BACKOFF_S[min(tries, len(BACKOFF_S)) - 1]
-
-
-class _Stream:
-    """The live parts of one stream: the thread it runs on (what Stop cancels), its current request, its task and
-    whether it has ended."""
-
-    def __init__(self, thread_id: int, request) -> None:
-        self.thread_id = thread_id
-        self.request = request
-        self.task: asyncio.Task | None = None
-        self.ended = asyncio.Event()
-        self.halted = False  # aborted by this page (Stop, page hide): never reconnected
-        self.wake = asyncio.Event()  # set by abort(): ends a reconnect pause at once
-        self.stopping = False  # Stop pressed: `Streams._stop` ends the answer with the server's saved text
-
-    def abort(self) -> None:
-        self.halted = True
-        self.wake.set()
-        if not self.request.aborted:
-            self.request.abort()
-
-    async def pause(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self.wake.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
 
 
 class _Decoder:
@@ -107,6 +80,9 @@ class Streams:
         self.live: dict = {}
         self.tasks: set[asyncio.Task] = set()  # strong references to helper tasks (stop)
         self.max_streams = transport.max_streams()
+        self.network = Network(transport.online() if hasattr(transport, "online") else True)
+        if hasattr(transport, "on_network_change"):
+            transport.on_network_change(self.network_changed)
 
     def is_live(self, key) -> bool:
         return key in self.live
@@ -154,7 +130,7 @@ class Streams:
         """Reattach to the answer of `thread_id` that the server is writing: its message (named by `event_id`,
         the snapshot's `stream_event_id`) is in the store with the text up to that event; stream the rest. False
         when there is nothing to follow here (already streaming, message not shown, over the cap)."""
-        message_id = _generation(event_id)
+        message_id = generation(event_id)
         if key in self.live or thread_id in self.busy_threads() or len(self.live) >= self.max_streams:
             return False
         if message_id is None or self.store.begin_follow(key, message_id) is None:
@@ -164,9 +140,24 @@ class Streams:
         return True
 
     def _launch(self, key, thread_id: int, request, router: _Router | None = None) -> None:
-        stream = _Stream(thread_id, request)
+        stream = Link(thread_id, request)
+        stream.router = router or _Router(self.store, key)
         self.live[key] = stream
-        stream.task = asyncio.ensure_future(self._run(key, stream, router or _Router(self.store, key)))
+        stream.task = asyncio.ensure_future(self._run(key, stream, stream.router))
+
+    def network_changed(self, online: bool) -> None:
+        """The window's `offline` / `online` event. Offline: abort every request now (a dead network may leave a
+        fetch hanging), show it as reconnecting, cancel nothing. Online: every stream tries again at once."""
+        self.network.set(online)
+        for key, stream in list(self.live.items()):
+            if stream.halted:
+                continue
+            if online:
+                stream.wake()
+                continue
+            if stream.router.last_id is not None:  # followed again; without an id the break ends the answer
+                self.store.set_reconnecting(key, True)
+            stream.drop()
 
     def stop(self, key) -> None:
         """Stop button / Esc: cancel the answer on the server and abort the stream; then show the saved text."""
@@ -187,39 +178,26 @@ class Streams:
         for stream in list(self.live.values()):
             stream.abort()
 
-    async def _stop(self, key, stream: _Stream) -> None:
+    async def _stop(self, key, stream: Link) -> None:
         stream.abort()  # the fetch and the connection end now
         try:
             await self.transport.cancel(stream.thread_id)  # returns once the server saved the answer
-        except ApiError:
-            pass  # unreachable: the answer is stopped by the server's grace timer instead
+        except ApiError as error:  # unreachable: once the network is back, else the server's grace timer stops it
+            if error.status == 0 and not self.network.online and await self.network.wait_online(CANCEL_WAIT_S):
+                try:
+                    await self.transport.cancel(stream.thread_id)
+                except ApiError:
+                    pass
         await stream.ended.wait()
         answer = self.store.thread(key).streaming_message
         if answer is None:
             return  # the stream ended by itself meanwhile
-        saved = await self._saved(stream.thread_id, answer.id)
+        saved = await saved_answer(self.transport, stream.thread_id, answer.id)
         self.store.finish(key, "interrupted", text=saved.content if saved is not None else None)
 
-    async def _saved(self, thread_id: int, message_id: int | None) -> Message | None:
-        """The answer as the server saved it (no longer streaming), or None if it cannot be had."""
-        if message_id is None:
-            return None
-        for _ in range(SAVED_POLL_TRIES):
-            try:
-                detail = await self.transport.get_thread(thread_id)
-            except ApiError:
-                return None
-            saved = next((m for m in detail.get("messages") or [] if m.get("id") == message_id), None)
-            if saved is None:
-                return None
-            if saved.get("status") != "streaming":
-                return Message.from_api(saved)
-            await asyncio.sleep(SAVED_POLL_S)
-        return None
-
-    async def _ended_on_server(self, key, stream: _Stream, router: _Router) -> None:
+    async def _ended_on_server(self, key, stream: Link, router: _Router) -> None:
         """A reconnect found nothing running (204): show the answer as the server saved it."""
-        saved = await self._saved(stream.thread_id, router.message_id)
+        saved = await saved_answer(self.transport, stream.thread_id, router.message_id)
         if not self.store.thread(key).streaming:
             return
         if saved is None:
@@ -231,29 +209,27 @@ class Streams:
                           error=(saved.error or {"code": "error", "message": "The answer failed."})
                           if router.outcome == "error" else None)
 
-    async def _run(self, key, stream: _Stream, router: _Router) -> None:
+    async def _run(self, key, stream: Link, router: _Router) -> None:
         """Stream one answer into the store under `key` (a thread id, or a merge key), reconnecting on breaks."""
         store = self.store
-        tries = 0
         try:
             while True:
                 failure = await self._read(key, stream, router)
                 if failure is None:
                     return
-                if isinstance(failure, ApiError) and not _retryable(failure):
+                if isinstance(failure, ApiError) and not retryable(failure):
                     router.refused(failure, self.on_unauthenticated)
                     return
                 if stream.halted:
                     router.network_failed(None, stopped_here=True, stopping=stream.stopping)
                     return
                 if router.progressed:
-                    tries, router.progressed = 0, False
-                if router.last_id is None or tries >= MAX_RETRIES:
+                    stream.tries, router.progressed = 0, False
+                if router.last_id is None or not stream.may_retry(self.network.online):
                     router.broken(failure)
                     return
-                tries += 1
                 store.set_reconnecting(key, True)
-                await stream.pause(backoff(tries))
+                await stream.pause()  # its backoff, or until the network is back
                 if stream.halted:
                     router.network_failed(None, stopped_here=True, stopping=stream.stopping)
                     return
@@ -277,7 +253,7 @@ class Streams:
             if self.on_end is not None:
                 self.on_end(key, router.outcome)
 
-    async def _read(self, key, stream: _Stream, router: _Router):
+    async def _read(self, key, stream: Link, router: _Router):
         """Read one request to its end. None: the answer is over (a terminal event, or a 204 handled); else what
         broke it: the ApiError, or TRUNCATED when the bytes ended without a terminal event."""
         decoder = _Decoder()
@@ -299,17 +275,6 @@ class Streams:
         return dict(TRUNCATED)
 
 
-def _generation(event_id: str | None) -> int | None:
-    """The message id an event id (`<message id>.<n>`) names."""
-    head, _, _ = str(event_id or "").partition(".")
-    return int(head) if head.isdigit() else None
-
-
-def _retryable(error: ApiError) -> bool:
-    """The network broke (0) or a proxy / the server could not answer now (502, 503, 504): worth a reconnect."""
-    return error.status == 0 or error.status in (502, 503, 504)
-
-
 class _Router:
     """The events of one stream -> the store, under `key`; `outcome` is how it ended. `last_id` is the last event
     id applied: an event at or before it (a replay after a reconnect) is skipped."""
@@ -320,19 +285,16 @@ class _Router:
         self.started = started
         self.outcome = "error"
         self.last_id = last_id
-        self.message_id = _generation(last_id)
+        self.message_id = generation(last_id)
         self.progressed = False  # an event was applied since the last reconnect
 
     def _fresh(self, event_id: str | None) -> bool:
         if not event_id:
             return True
-        head, _, seq = event_id.partition(".")
-        last_head, _, last_seq = (self.last_id or "").partition(".")
-        if head == last_head and seq.isdigit() and last_seq.isdigit() and int(seq) <= int(last_seq):
+        if replayed(event_id, self.last_id):
             return False
         self.last_id = event_id
-        if head.isdigit():
-            self.message_id = int(head)
+        self.message_id = generation(event_id) or self.message_id
         return True
 
     def route(self, payloads: list[dict], ids: list[str | None] | None = None) -> None:
