@@ -387,3 +387,282 @@ def test_streamed_offsets_match_full_render():
     a = [(n.text, n.start, n.end) for b in stream.blocks for n in text_nodes(b.node)]
     b = [(n.text, n.start, n.end) for b in render_blocks(SAMPLE) for n in text_nodes(b.node)]
     assert a == b
+
+
+# --- pins on atomic constructs (math, images), code and tables ----------------------------------------------------
+
+MATH = "Energy $E = mc^2$ holds.\n\n$$\n\\int_0^1 x\\,dx\n$$\n\nAfter \\(a^2\\) and $\\frac{$ end\n"
+
+
+def math_texts(src, block=0):
+    return [n for n in text_nodes(render_blocks(src)[block].node) if n.atom is not None]
+
+
+def test_selection_inside_inline_math_anchors_the_whole_formula():
+    formula = MATH.index("$E"), MATH.index(" holds")
+    texts = math_texts(MATH)
+    assert [n.text for n in texts] == ["E", "=", "m", "c", "2"]
+    assert all((n.start, n.end) == formula for n in texts)
+    m, c = texts[2], texts[3]
+    assert selection_range(m, 0, c, 1) == formula  # half a formula is the whole formula
+    assert selection_range(m, 0, m, 1) == formula
+    (block,) = render_blocks(MATH)[:1]
+    plain = next(n for n in text_nodes(block.node) if n.text == "Energy ")
+    after = next(n for n in text_nodes(block.node) if n.text == " holds.")
+    # from plain text into the formula: up to its end; from the formula out: from its start
+    assert selection_range(plain, 2, c, 0) == (2, formula[1])
+    assert selection_range(m, 1, after, 3) == (formula[0], formula[1] + 3)
+    # a boundary just before / just after the formula leaves it out
+    assert selection_range(plain, 2, texts[0], 0) == (2, formula[0])
+    assert selection_range(texts[-1], 1, after, 3) == (formula[1], formula[1] + 3)
+    (math,) = [n for n in block.node.walk() if n.tag == "math"]
+    assert (math.start, math.end) == formula
+
+
+def test_selection_inside_display_math_and_bad_latex():
+    blocks = render_blocks(MATH)
+    display = math_texts(MATH, 1)
+    span = MATH.index("$$"), MATH.index("$$\n\nAfter") + 2
+    assert MATH[span[0]:span[1]] == "$$\n\\int_0^1 x\\,dx\n$$"  # not the newline after it
+    assert selection_range(display[1], 0, display[3], 1) == span
+    *paren, bad = math_texts(MATH, 2)
+    assert [n.text for n in paren] == ["a", "2"] and MATH[paren[0].start:paren[0].end] == "\\(a^2\\)"
+    assert selection_range(paren[1], 0, paren[1], 1) == (paren[0].start, paren[0].end)
+    assert bad.text == "\\frac{" and MATH[bad.start:bad.end] == "$\\frac{$"
+    assert selection_range(bad, 2, bad, 4) == (bad.start, bad.end)
+    assert [n.tag for n in blocks[2].node.walk() if n.tag in ("code", "math")] == ["math", "code"]
+
+
+def test_a_range_touching_a_formula_marks_all_of_it():
+    roots = [b.node for b in render_blocks(MATH)]
+    s = MATH.index("mc^2")  # a pin made elsewhere on part of the LaTeX
+    got = marks(roots, s, s + 2)
+    assert [(n.text, lo, hi) for n, lo, hi in got] == [(t, 0, 1) for t in "E=mc2"]
+    # across text and a formula: the text part exactly, the formula whole
+    got = marks(roots, MATH.index("rgy"), MATH.index("= mc"))
+    assert "".join(n.text[lo:hi] for n, lo, hi in got) == "rgy E=mc2"
+    bad = MATH.index("frac")
+    assert [(n.text, lo, hi) for n, lo, hi in marks(roots, bad, bad + 1)] == [("\\frac{", 0, 6)]
+
+
+def test_pins_in_highlighted_code_and_table_cells():
+    src = "```python\ndef total(items):\n    return sum(x * 2 for x in items)\n```\n"
+    (block,) = render_blocks(src)
+    code = [n for n in text_nodes(block.node) if not n.chrome]
+    assert len(code) > 5  # Pygments split the code into token spans
+    s, e = src.index("total"), src.index("sum(") + 3
+    got = marks([block.node], s, e)
+    assert "".join(n.text[lo:hi] for n, lo, hi in got) == src[s:e]
+    first = next(n for n in code if n.text == "total")
+    last = next(n for n in code if n.text == "sum")
+    assert selection_range(first, 0, last, 3) == (s, e)
+    table = "| Model | Tokens |\n|:--|--:|\n| small | 1200 |\n| large | 4800 |\n"
+    (block,) = render_blocks(table)
+    cells = {n.text: n for n in text_nodes(block.node)}
+    s, e = selection_range(cells["small"], 2, cells["4800"], 2)
+    assert table[s:e] == "all | 1200 |\n| large | 48"
+    got = marks([block.node], s, e)
+    assert [n.text[lo:hi] for n, lo, hi in got] == ["all", "1200", "large", "48"]
+
+
+def test_image_placeholder_is_atomic_and_never_marked():
+    src = "See ![a chart](https://img.example/c.png) here"
+    (block,) = render_blocks(src)
+    caption = next(n for n in text_nodes(block.node) if n.chrome)
+    span = src.index("!["), src.index(" here")
+    assert (caption.start, caption.end) == span
+    assert selection_range(caption, 3, caption, 9) == span
+    assert all(not n.chrome for n, _, _ in marks([block.node], 0, len(src)))
+
+
+def test_long_table_cells_are_marked():
+    src = "| a | notes |\n|---|---|\n| 1 | fine for drafts and short summaries |\n"
+    cells = [n for b in render_blocks(src) for n in b.node.walk() if n.tag == "td"]
+    assert [c.attrs.get("class") for c in cells] == [None, "cell-long"]
+    right = render_blocks("| n |\n|--:|\n| a long cell of prose, aligned right |\n")[0].node
+    assert [n.attrs["class"] for n in right.walk() if n.tag == "td"] == ["align-right cell-long"]
+
+
+# --- streaming cost: what a frame and the end of the stream touch (structure, not timing) -------------------------
+
+class _Nodes(list):
+    @property
+    def length(self):
+        return len(self)
+
+
+class _ClassList:
+    def add(self, name):
+        pass
+
+
+class FakeNode:
+    """Just enough of a DOM node for md_view (appendChild, insertBefore, remove); `ops` counts the insertions and
+    removals of a message body's children (`body=True`)."""
+    ops = 0
+    body = False
+    classList = _ClassList()
+
+    def __init__(self, tag=None, data=""):
+        self.tag, self.data, self.parent, self.childNodes = tag, data, None, _Nodes()
+        self.nodeType = 3 if tag is None else 1
+
+    @property
+    def kids(self):
+        return self.childNodes
+
+    @property
+    def firstChild(self):
+        return self.kids[0] if self.kids else None
+
+    def setAttribute(self, name, value):
+        pass
+
+    def appendChild(self, node):
+        return self.insertBefore(node, None)
+
+    def insertBefore(self, node, ref):
+        FakeNode.ops += self.body
+        node.remove(count=False)
+        node.parent = self
+        self.kids.insert(self.kids.index(ref) if ref is not None else len(self.kids), node)
+        return node
+
+    def remove(self, count=True):
+        if self.parent is not None:
+            FakeNode.ops += count and self.parent.body
+            self.parent.kids.remove(self)
+            self.parent = None
+
+    def text(self):
+        return self.data if self.tag is None else "".join(k.text() for k in self.kids)
+
+
+def body():
+    node = FakeNode("div")
+    node.body = True
+    return node
+
+
+def md_view_module():
+    """web/py/md_view.py with a fake `dom` (the real one needs the browser's `js`)."""
+    import types
+    fake = types.ModuleType("dom")
+    fake.element = lambda tag, ns=None: FakeNode(tag)
+    fake.text = lambda value: FakeNode(None, value)
+    fake.el = lambda tag, cls=None, text=None, **attrs: FakeNode(tag)
+    saved = sys.modules.get("dom")
+    sys.modules["dom"] = fake
+    try:
+        sys.modules.pop("md_view", None)
+        import md_view
+    finally:
+        if saved is not None:
+            sys.modules["dom"] = saved
+        else:
+            sys.modules.pop("dom", None)
+    return md_view
+
+
+def bench_md_tokens(count):
+    """The benchmark's Markdown-heavy tokens (bench/upstream.py, md=1), with fixed markers."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    from bench.upstream import MD_PIECES
+    return [MD_PIECES[i % len(MD_PIECES)].replace("{m}", f"~{1000 + i}.000001~") for i in range(count)]
+
+
+def test_a_frame_touches_the_tail_not_the_answer():
+    """Per frame: the characters parsed are those of the last two blocks, the blocks the view visits are the ones
+    after the stream's `stable` prefix, and the DOM mutations are a handful - whatever the answer's length."""
+    tokens = bench_md_tokens(1200)
+    view = md_view_module().MarkdownBody(body())
+    parts, worst_parsed, worst_ops, worst_visited = [], 0, 0, 0
+    for i in range(0, len(tokens), 3):
+        parts.extend(tokens[i:i + 3])
+        FakeNode.ops = 0
+        view.update("".join(parts))
+        stream = view.stream
+        tail = stream.blocks[stream.stable:]
+        base = stream.blocks[stream.stable - 1].end if stream.stable else 0
+        assert stream.parsed_chars == len(stream.source) - base
+        worst_parsed = max(worst_parsed, stream.parsed_chars)
+        worst_visited = max(worst_visited, len(tail))
+        worst_ops = max(worst_ops, FakeNode.ops)
+        assert [e.block for e in view.entries] == stream.blocks
+    source = "".join(parts)
+    assert len(view.entries) > 300 and len(source) > 40_000
+    longest_two = max(len(a.text) + len(b.text) + 2 for a, b in zip(stream.blocks, stream.blocks[1:]))
+    assert worst_parsed <= longest_two + 200  # the open block and the one before it (+ the blank lines around)
+    assert worst_visited <= 6 and worst_ops <= 8
+    assert view.container.text() == "".join(b.node.visible_text() for b in render_blocks(source))
+
+
+def test_the_end_of_a_stream_rebuilds_no_block():
+    """`done` shows the final text, equal to what streamed: no parse, no block built, no DOM touched; a pin then
+    rebuilds only the blocks it covers. Text that came after the last frame parses only the tail."""
+    tokens = bench_md_tokens(400)
+    source = "".join(tokens)
+    view = md_view_module().MarkdownBody(body())
+    for i in range(0, len(tokens) - 4, 4):
+        view.update("".join(tokens[:i + 4]))
+    builds, FakeNode.ops = view.builds, 0
+    view.show(source, [])  # the last tokens were still in flight
+    assert view.stream.parsed_chars < 600 and view.builds - builds <= 3
+    before = [e.node for e in view.entries]
+    builds, FakeNode.ops = view.builds, 0
+    view.show(source, [])
+    assert view.builds == builds and FakeNode.ops == 0 and view.stream.parsed_chars == 0
+    assert [e.node for e in view.entries] == before
+    at = source.index("first, **parse**")
+    view.show(source, [(7, at, at + 12)])
+    assert view.builds == builds + 1
+    assert [b.key for b in view.stream.blocks] == [b.key for b in render_blocks(source)]
+
+
+def test_text_nodes_hold_no_list_the_collector_walks():
+    """A long answer keeps one text node per run of text alive: their children and offsets are tuples (of ints, which
+    the cycle collector stops tracking), so each full collection walks fewer objects."""
+    import gc
+    texts = [n for b in render_blocks(SAMPLE + "".join(bench_md_tokens(60))) for n in text_nodes(b.node)]
+    assert any(n.offsets is not None for n in texts)
+    gc.collect()
+    for n in texts:
+        assert n.children == () and (n.offsets is None or (type(n.offsets) is tuple and not gc.is_tracked(n.offsets)))
+
+
+def test_warm_up_loads_what_a_first_answer_needs():
+    import markdown_parts
+    import markdown_render
+    steps = markdown_render.warm_up_steps(("python", "rust"))
+    assert len(steps) > 3
+    markdown_render.warm_up(("python", "rust"))
+    assert markdown_parts._LEXERS["python"] is not None and markdown_parts._LEXERS["rust"] is not None
+    assert "latex2mathml.converter" in sys.modules
+
+
+def profile_stream(tokens=8000, per_frame=4):
+    """CPU time per frame (process_time) of streaming the bench's md=1 answer through md_view with a fake DOM:
+    `python tests/test_web_markdown.py [tokens]` prints first/p50/p99/max frame and the final `show`."""
+    import time
+    import markdown_render
+    if hasattr(markdown_render, "warm_up"):
+        markdown_render.warm_up()
+    pieces = bench_md_tokens(tokens)
+    view = md_view_module().MarkdownBody(body())
+    parts, costs = [], []
+    for i in range(0, tokens, per_frame):
+        parts.extend(pieces[i:i + per_frame])
+        t = time.process_time()
+        view.update("".join(parts))  # message_view joins the parts, md_view renders
+        costs.append(time.process_time() - t)
+    t = time.process_time()
+    view.show("".join(pieces), [])
+    end = time.process_time() - t
+    s = sorted(costs)
+    ms = [round(x * 1000, 2) for x in (costs[0], s[len(s) // 2], s[int(len(s) * 0.99)], s[-1], end)]
+    print("tokens={} frames={} first={}ms p50={}ms p99={}ms max={}ms end={}ms".format(tokens, len(costs), *ms))
+    return costs, end
+
+
+if __name__ == "__main__":
+    profile_stream(int(sys.argv[1]) if len(sys.argv) > 1 else 8000)

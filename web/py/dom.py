@@ -6,6 +6,7 @@
   (a bare Python function would be a borrowed proxy, destroyed right after `addEventListener` returns).
 * `element()` makes an element in a namespace (MathML) or not; `text_position()` turns a DOM Range boundary into
   (Text node, offset); `copy_text()` puts text on the clipboard; `after()` runs a callback later.
+* `Tasks` keeps the asyncio tasks a controller spawns alive and reports the ones that fail.
 * `next_frame()` runs a callback on the next animation frame; `options()` makes a plain JS options object;
   `scroll_into_view()`, `selection()`, `new_range()`, `window_box()` and `by_id()` wrap the rest of what the views
   need from `window` and `document`.
@@ -13,10 +14,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import js
 from pyodide.ffi import create_once_callable, create_proxy
 
-__all__ = ["document", "window", "Listeners", "el", "text", "closest", "options", "next_frame", "scroll_into_view",
+__all__ = ["document", "window", "Listeners", "Tasks", "el", "text", "closest", "options", "next_frame", "scroll_into_view",
            "selection", "new_range", "window_box", "by_id", "log_error", "set_title", "page_visible", "element",
            "text_position", "copy_text", "after"]
 
@@ -46,6 +49,34 @@ class Listeners:
                 target.removeEventListener(event, proxy, opts)
             proxy.destroy()
         self._items = []
+
+
+class Tasks:
+    """The tasks a controller spawns, kept by strong reference (asyncio keeps tasks only weakly). A task that
+    fails is logged to the console and handed to `on_error(exc)`, if given."""
+
+    def __init__(self, on_error=None) -> None:
+        self.on_error = on_error
+        self._items: set[asyncio.Task] = set()
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._items.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._items.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log_error(f"pinchat: {exc!r}")
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    def cancel_all(self) -> None:
+        for task in list(self._items):
+            task.cancel()
 
 
 def el(tag: str, cls: str | None = None, text: str | None = None, **attrs):

@@ -8,18 +8,23 @@ export/import and delete for the view.
 
 boot.js runs `await main.start()` once Pyodide is up; the shell (shell.py) asks who is signed in and builds an `App`
 for them (`main.APP`), or shows the sign-in form. The URL hash remembers what is open (`#t=<thread>&p=<pin>,<pin>`),
-so a reload shows the same thread and pin panels, with their history from the server.
+so a reload shows the same thread and pin panels, with their history from the server; a hash set from outside (a
+pasted link, back / forward) opens what it names. The page opens ready to type: the thread the hash names, else
+the most recent one, else a draft (draft.py), whose first message creates the thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import api
 import dom
+import markdown_render
 import tree
 from contract import ApiError, merge_thread
-from dom import Listeners
+from dom import Listeners, Tasks
+from navigation import format_hash, parse_hash, pin_changes
 from shell import Shell
 from store import Store
 from streams import Streams
@@ -40,23 +45,14 @@ class App:
         self.streams = Streams(self.store, api.Transport(), on_end=self._on_stream_end,
                                on_unauthenticated=api.report_unauthenticated)
         self.view = View(self.store, self, root)
-        self.tasks: set[asyncio.Task] = set()  # strong references: asyncio keeps tasks only weakly
+        self.tasks = Tasks(on_error=lambda exc: self.view.show_global_error(f"Something went wrong: {exc}"))
         self.listeners = Listeners()
         self.listeners.add(dom.window, "pagehide", self._on_pagehide)
+        self.listeners.add(dom.window, "hashchange", self._on_hashchange)
         self._loading: set[int] = set()
 
     def spawn(self, coro) -> asyncio.Task:
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            dom.log_error(f"pinchat: {exc!r}")
-            self.view.show_global_error(f"Something went wrong: {exc}")
+        return self.tasks.spawn(coro)
 
     # ---- start ------------------------------------------------------------------------------------------------
 
@@ -67,8 +63,12 @@ class App:
         main_id = hash_state.get("t")
         if main_id is None and self.store.thread_list:
             main_id = self.store.thread_list[0]["id"]
-        if main_id is not None:
+        if main_id is None:
+            self.show_draft()
+        else:
             self.open_thread(main_id, pins=hash_state.get("p", []))
+            self.view.panels[main_id].focus()
+        self.spawn(warm_up())
 
     async def refresh_list(self) -> bool:
         try:
@@ -87,21 +87,41 @@ class App:
     # ---- actions (called by the view) -------------------------------------------------------------------------
 
     def new_thread(self) -> None:
-        self.spawn(self._new_thread())
+        """"+ New thread": a draft, so that a thread exists only once it has a message."""
+        self.show_draft()
+        # another tab may have changed the list; and a session that ended shows now, not after a message is typed
+        self.spawn(self.refresh_list())
 
-    async def _new_thread(self) -> None:
+    def show_draft(self) -> None:
+        self.view.show_draft().focus()
+        self._save_hash()
+
+    def create_with(self, text: str) -> None:
+        """The draft's first message: create the thread, then send the message in it as in any thread."""
+        self.spawn(self._create_with(self.view.draft, text))
+
+    async def _create_with(self, draft, text: str) -> None:
         try:
             thread = await api.create_thread()
         except ApiError as exc:
-            self.view.show_global_error(f"Could not create a thread: {exc.message}")
+            if self.view.draft is draft:
+                draft.failed(f"Could not start the thread: {exc.message}")
+            else:
+                self.view.show_global_error(f"Could not start a thread: {exc.message}")
             return
         self.view.show_global_error(None)
+        thread_id = thread["id"]
         self.store.set_info(thread)
-        state = self.store.thread(thread["id"])
-        state.loaded = True
+        self.store.thread(thread_id).loaded = True
         self.store.upsert_listed_thread(thread)
-        self.open_thread(thread["id"], load=False)
-        self.view.panels[thread["id"]].focus()
+        started = self.streams.start(thread_id, text)
+        if self.view.draft is not draft:  # the user went elsewhere meanwhile: the thread answers in the list
+            return
+        self.open_thread(thread_id, load=False)
+        panel = self.view.panels[thread_id]
+        if not started:  # refused here (too many answers streaming): its reason shows, the text stays
+            panel.input.value = text
+        panel.focus()
 
     def busy_threads(self) -> set[int]:
         return self.streams.busy_threads()
@@ -145,10 +165,10 @@ class App:
             if exc.status == 404:
                 self.store.remove_thread(thread_id)
                 if self.view.main_id == thread_id:
-                    self.view.show_thread(None)
+                    self.view.show_draft()  # the address still names it: a reload says again that it is gone
                 else:
                     self.view.close_pin(thread_id)
-                self._save_hash()
+                    self._save_hash()
                 self.view.show_global_error(f"Thread {thread_id} no longer exists.")
             else:
                 self.store.set_error(thread_id, exc.as_dict())
@@ -308,12 +328,35 @@ class App:
                 self.view.close_pin(tid)
         self.store.remove_thread(thread_id)
         if self.view.main_id == thread_id:
-            self.view.show_thread(None)
             if self.store.thread_list:
                 self.open_thread(self.store.thread_list[0]["id"])
+            else:
+                self.view.show_draft()
         if was_open:
             self._save_hash()
         await self.refresh_list()
+
+    def _on_hashchange(self, event) -> None:
+        """A pasted link, back or forward (the page's own updates replace the hash and fire nothing)."""
+        value = api.location_hash()
+        wanted = parse_hash(value)
+        main_id, pins = wanted.get("t"), wanted.get("p", [])
+        if main_id is None:
+            if not value.lstrip("#"):
+                self.show_draft()
+            return
+        if main_id != self.view.main_id:
+            if not any(info["id"] == main_id for info in self.store.thread_list):
+                self.spawn(self.refresh_list())  # a link to a thread made elsewhere since the list was read
+            self.open_thread(main_id, pins=pins)
+            self.view.panels[main_id].focus()
+            return
+        closing, opening = pin_changes(self.view.pin_ids, pins)
+        for pin_id in closing:
+            self.view.close_pin(pin_id)
+        for pin_id in opening:
+            self.open_pin(pin_id)
+        self._save_hash()
 
     def _on_pagehide(self, event) -> None:
         self.streams.abort_all()  # no cancel: the server keeps the answers for a reload or another tab
@@ -322,33 +365,22 @@ class App:
         """Signed out (or the session ended): stop every stream and task, remove the app's DOM and listeners."""
         self.streams.on_end = None  # the aborted streams must not start reloads of a page that is gone
         self.streams.abort_all()
-        for task in list(self.tasks):
-            task.cancel()
+        self.tasks.cancel_all()
         self.listeners.clear()
         self.view.destroy()
 
     def _save_hash(self) -> None:
-        parts = []
-        if self.view.main_id is not None:
-            parts.append(f"t={self.view.main_id}")
-        if self.view.pin_ids:
-            parts.append("p=" + ",".join(str(p) for p in self.view.pin_ids))
-        api.replace_location("#" + "&".join(parts) if parts else "")
+        api.replace_location(format_hash(self.view.main_id, self.view.pin_ids))
 
 
-def parse_hash(value: str) -> dict:
-    """`#t=3&p=5,6` -> {"t": 3, "p": [5, 6]}; anything malformed is ignored."""
-    out: dict = {}
-    for part in value.lstrip("#").split("&"):
-        key, _, raw = part.partition("=")
-        try:
-            if key == "t":
-                out["t"] = int(raw)
-            elif key == "p":
-                out["p"] = [int(x) for x in raw.split(",") if x]
-        except ValueError:
-            continue
-    return out
+async def warm_up() -> None:
+    """Pay the renderer's first-use costs (lexers, latex2mathml: up to ~90 ms each) in small steps while the user
+    reads the page, not inside the frame of a first answer's first token. Then take everything loaded so far out
+    of the cycle collector's walks: a full collection would otherwise visit all of it at every pass."""
+    for step in markdown_render.warm_up_steps():
+        await asyncio.sleep(0.02)  # one step per turn of the browser's loop: input and frames go first
+        step()
+    gc.freeze()
 
 
 def set_app(app: App | None) -> None:

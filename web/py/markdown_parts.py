@@ -6,7 +6,15 @@ into real DOM with createElement / createElementNS / createTextNode (never inner
 A text node (`tag is None`) carries the source span `[start, end)` of its characters. `offsets is None` means the
 text is a verbatim slice of the source (`text == source[start:end]`); otherwise `offsets[i]` is the source offset of
 character i (len(text) + 1 entries, the last one is the end). `chrome` text (a language label, "Copy", an image
-placeholder's caption) is not answer text: selections map it to its construct's edge and highlights skip it.
+placeholder's caption) is not answer text: selections map it to its construct's edge and highlights skip it. A text
+node's `children` and `offsets` are tuples, not lists: the cycle collector stops tracking a tuple of ints, and a long
+answer keeps tens of thousands of text nodes alive (each full collection walks every tracked object).
+
+An atomic construct (a formula, rendered as MathML or shown as its LaTeX when it does not parse; an image
+placeholder) cannot be half selected: its text nodes carry the construct's whole span `[start, end)` and
+`atom = (first, last)` (whether the node is the construct's first / last text node). A selection boundary inside
+one widens to the construct's edge (`source_offset(..., end=True)` for a selection's end), and a range that touches
+it marks all of it. The `<math>` element carries the span too (`start`, `end`): the view highlights it whole.
 """
 
 from __future__ import annotations
@@ -35,21 +43,22 @@ MATHML_ATTRS = frozenset(
 class Node:
     """An element (`tag`, `attrs`, `children`, `ns`) or a text node (`tag is None`, `text`) of rendered Markdown."""
 
-    __slots__ = ("tag", "attrs", "children", "text", "start", "end", "offsets", "ns", "chrome")
+    __slots__ = ("tag", "attrs", "children", "text", "start", "end", "offsets", "ns", "chrome", "atom")
 
     def __init__(self, tag=None, attrs=None, children=None, text="", start=0, end=0, offsets=None, ns=None,
-                 chrome=False):
+                 chrome=False, atom=None):
         allowed = MATHML_ATTRS if ns == MATHML_NS else HTML_ATTRS
         tags = MATHML_TAGS if ns == MATHML_NS else HTML_TAGS
         if tag is not None and tag not in tags:
             raise ValueError(f"tag not allowed: {tag}")
         self.tag = tag
         self.attrs = {k: str(v) for k, v in (attrs or {}).items() if k in allowed}
-        self.children = children if children is not None else []
+        self.children = children if children is not None else [] if tag is not None else ()
         self.text = text
         self.start, self.end, self.offsets = start, end, offsets
         self.ns = ns
         self.chrome = chrome
+        self.atom: tuple[bool, bool] | None = atom
 
     def visible_text(self) -> str:
         if self.tag is None:
@@ -73,9 +82,9 @@ class Node:
 def text_node(text: str, offs: list[int] | None, start: int, chrome: bool = False) -> Node:
     """A text node from per-character offsets (len(text)+1 entries); stored compactly when they are verbatim."""
     if not offs:
-        return Node(text=text, start=start, end=start, offsets=[start] * (len(text) + 1), chrome=chrome)
+        return Node(text=text, start=start, end=start, offsets=(start,) * (len(text) + 1), chrome=chrome)
     a, b = offs[0], offs[-1]
-    return Node(text=text, start=a, end=b, offsets=None if b - a == len(text) else list(offs), chrome=chrome)
+    return Node(text=text, start=a, end=b, offsets=None if b - a == len(text) else tuple(offs), chrome=chrome)
 
 
 def chrome_text(text: str, at: int) -> Node:
@@ -97,13 +106,31 @@ def safe_href(url: str) -> str | None:
     return url if isinstance(url, str) and _SAFE_LINK.match(url) else None
 
 
+def _atom_text(text: str, start: int, end: int, chrome: bool = False) -> Node:
+    """The text of a whole atomic construct `[start, end)` (one node: first and last)."""
+    return Node(text=text, start=start, end=end, offsets=(start,) * len(text) + (end,), chrome=chrome,
+                atom=(True, True))
+
+
 def image_placeholder(url: str, alt: str, start: int, end: int) -> Node:
     """A button the view turns into an <img> only when clicked (images are never fetched on their own)."""
     if not _SAFE_IMAGE.match(url or ""):
-        return Node("span", {"class": "img-blocked"}, [chrome_text(f"[image: {alt}]" if alt else "[image]", start)])
+        return Node("span", {"class": "img-blocked"},
+                    [_atom_text(f"[image: {alt}]" if alt else "[image]", start, end, chrome=True)])
     host = urlsplit(url).hostname or "?"
     return Node("button", {"class": "img-placeholder", "type": "button", "data-src": url, "data-alt": alt},
-                [chrome_text(f"Image from {host} — click to load", start)])
+                [_atom_text(f"Image from {host} — click to load", start, end, chrome=True)])
+
+
+LONG_CELL = 24  # characters: a table cell with more text gets class `cell-long` (a wider minimum, see markdown.css)
+
+
+def mark_long_cells(table: Node) -> None:
+    """Class `cell-long` on the cells of prose: a table too wide for its box scrolls instead of wrapping them into
+    one word per line."""
+    for n in table.walk():
+        if n.tag in ("td", "th") and len(n.visible_text()) > LONG_CELL:
+            n.attrs["class"] = " ".join(filter(None, [n.attrs.get("class"), "cell-long"]))
 
 
 # --- code --------------------------------------------------------------------------------------------------------
@@ -188,15 +215,19 @@ def _highlight(code: str, offs: list[int], lang: str) -> list[Node]:
 
 def mathml(latex: str, display: bool, start: int, end: int) -> Node:
     """<math> for `latex` (latex2mathml), every tag and attribute checked against the MathML allow-list; text nodes
-    map to the whole construct `[start, end)`. Unparsable LaTeX shows as code with class `math-error`."""
+    map to the whole construct `[start, end)` (atomic, see the module doc). Unparsable LaTeX shows as code with
+    class `math-error`."""
     try:
         from latex2mathml.converter import convert_to_element
         root = convert_to_element(latex, display="block" if display else "inline")
     except Exception:  # noqa: BLE001 - any failure of the converter: show the source
-        n = len(latex)
-        return Node("code", {"class": "math-error"}, [Node(text=latex, start=start, end=end,
-                                                           offsets=[start] * n + [end])])
-    return _from_xml(root, start, end)
+        return Node("code", {"class": "math-error"}, [_atom_text(latex, start, end)])
+    node = _from_xml(root, start, end)
+    node.start, node.end = start, end
+    texts = list(text_nodes(node))
+    for i, t in enumerate(texts):
+        t.atom = (i == 0, i == len(texts) - 1)
+    return node
 
 
 def _from_xml(el, start: int, end: int) -> Node:
@@ -209,7 +240,7 @@ def _from_xml(el, start: int, end: int) -> Node:
         if isinstance(part, str):
             if part:
                 part = html.unescape(part)
-                kids.append(Node(text=part, start=start, end=end, offsets=[start] * len(part) + [end]))
+                kids.append(Node(text=part, start=start, end=end, offsets=(start,) * len(part) + (end,)))
         elif part is not None:
             kids.append(_from_xml(part, start, end))
     return Node(tag, dict(el.attrib), kids, ns=MATHML_NS)
@@ -277,9 +308,16 @@ def text_nodes(node: Node):
     return (n for n in node.walk() if n.tag is None)
 
 
-def source_offset(meta: Node, offset: int) -> int:
-    """Source offset of DOM position `offset` inside the text node made from `meta`."""
+def source_offset(meta: Node, offset: int, end: bool = False) -> int:
+    """Source offset of DOM position `offset` inside the text node made from `meta`. In an atomic construct (math,
+    an image) a position maps to the construct's start, or to its end when it is a selection's `end` - except at
+    the construct's very edges (before its first character / after its last one), which stay what they are."""
     offset = max(0, min(offset, len(meta.text)))
+    if meta.atom is not None:
+        first, last = meta.atom
+        if end:
+            return meta.start if first and offset == 0 else meta.end
+        return meta.end if last and offset >= len(meta.text) else meta.start
     if meta.chrome:
         return meta.start
     if meta.offsets is None:
@@ -288,8 +326,9 @@ def source_offset(meta: Node, offset: int) -> int:
 
 
 def selection_range(start_meta: Node, start_off: int, end_meta: Node, end_off: int) -> tuple[int, int]:
-    """The source `[start, end)` of a DOM selection from (text node, offset) to (text node, offset)."""
-    a, b = source_offset(start_meta, start_off), source_offset(end_meta, end_off)
+    """The source `[start, end)` of a DOM selection from (text node, offset) to (text node, offset); a boundary
+    inside a formula or an image widens the range to the construct's whole span."""
+    a, b = source_offset(start_meta, start_off), source_offset(end_meta, end_off, end=True)
     return (a, b) if a <= b else (b, a)
 
 
@@ -300,6 +339,9 @@ def marks(roots, start: int, end: int) -> list[tuple[Node, int, int]]:
     for root in ([roots] if isinstance(roots, Node) else roots):
         for n in text_nodes(root):
             if n.chrome or n.end <= start or n.start >= end or not n.text:
+                continue
+            if n.atom is not None:  # a formula is marked whole or not at all
+                out.append((n, 0, len(n.text)))
                 continue
             if n.offsets is None:
                 lo, hi = max(start, n.start) - n.start, min(end, n.end) - n.start

@@ -6,14 +6,16 @@
 Each top-level `Block` has a stable `key` (source start, kind), its span `[start, end)` and a `node` tree
 (`markdown_parts.Node`). `update` returns the same Block object for a block whose text did not change, so the view
 keeps its DOM (`if old is new`) and rebuilds only the rest - in practice the last one or two blocks. Only the last
-two blocks of the previous parse are parsed again (`stream.reparsed` counts them), so a frame costs the tail, not
-the answer. The last block is rendered as what it will become: an open fence is a code block, an unclosed `**`,
-`_`, `~~`, `` ` `` or link at the very end is closed virtually, a half-typed table delimiter row is completed.
+two blocks of the previous parse are parsed again (`stream.reparsed` counts them, `stream.parsed_chars` their
+characters) and the blocks before them, `stream.stable`, are not even looked at (the view skips them too), so a
+frame costs the tail, not the answer; an unchanged source (the final text at `done`) parses nothing. The last
+block is rendered as what it will become: an open fence is a code block, an unclosed `**`, `_`, `~~`, `` ` `` or
+link at the very end is closed virtually, a half-typed table delimiter row is completed.
 
 CommonMark + GFM tables, strikethrough, task lists, autolinks; `$..$`, `$$..$$`, `\\(..\\)`, `\\[..\\]` as MathML;
 fenced code highlighted with Pygments. Raw HTML is text (`html=False`), links are http(s)/mailto only, images are
 click-to-load placeholders (markdown_parts). Pins: `source_offset`, `selection_range` and `marks` map between DOM
-positions (text node + offset) and source offsets.
+positions (text node + offset) and source offsets. `warm_up()` pays the first-use imports ahead (after boot).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from mdit_py_plugins.gfm_autolink import gfm_autolink_plugin
 from mdit_py_plugins.tasklists import tasklists_plugin
 from mdit_py_plugins.texmath import texmath_plugin
 
-from markdown_parts import (Node, chrome_text, highlight, image_placeholder, marks, mathml, patch_tail, safe_href,
-                            selection_range, source_offset, text_node, text_nodes)
+from markdown_parts import (Node, chrome_text, highlight, image_placeholder, mark_long_cells, marks, mathml, patch_tail,
+                            safe_href, selection_range, source_offset, text_node, text_nodes)
 
-__all__ = ["Block", "MarkdownStream", "render_blocks", "source_offset", "selection_range", "marks", "text_nodes"]
+__all__ = ["Block", "MarkdownStream", "render_blocks", "warm_up", "warm_up_steps", "source_offset", "selection_range",
+           "marks", "text_nodes"]
 
 
 def _parser() -> MarkdownIt:
@@ -61,23 +64,56 @@ class MarkdownStream:
         self.blocks: list[Block] = []
         self.reparsed = 0  # top-level blocks parsed by the last update
         self.rendered = 0  # Block trees built by the last update (the rest came from the cache)
+        self.parsed_chars = 0  # source characters parsed by the last update (the tail, not the answer)
+        self.stable = 0  # leading blocks the last update left untouched (the same objects, not even looked at)
 
     def update(self, source: str) -> list[Block]:
-        keep: list[Block] = []
-        if self.blocks and source.startswith(self.source):
-            keep = self.blocks[:-2]  # only the tail may change when text is appended (see the module doc)
-        base = keep[-1].end if keep else 0
-        cache = {(b.start, b.text, b.last): b for b in self.blocks}
-        fresh = _parse(source, base, cache)
-        self.reparsed = len(fresh)
-        self.rendered = sum(1 for b in fresh if (b.start, b.text, b.last) not in cache)
-        self.source, self.blocks = source, keep + fresh
-        return self.blocks
+        """Nothing here is O(answer) when text is appended: the parse starts at the second-to-last block and only
+        the blocks from there on are looked at (no cache of the whole list, no walk over the finished blocks)."""
+        if self.blocks and source == self.source:  # nothing new (e.g. the view's final `show` of what it streamed)
+            n, fresh = len(self.blocks), []
+            self.rendered = self.parsed_chars = 0
+        else:
+            n = 0
+            if self.blocks and source.startswith(self.source):
+                n = max(0, len(self.blocks) - 2)  # only the tail may change when text is appended (module doc)
+            base = self.blocks[n - 1].end if n else 0
+            cache = {(b.start, b.text, b.last): b for b in self.blocks[n:]}
+            fresh = _parse(source, base, cache)
+            self.rendered = sum(1 for b in fresh if (b.start, b.text, b.last) not in cache)
+            self.parsed_chars = len(source) - base
+            self.blocks[n:] = fresh
+        self.reparsed, self.stable, self.source = len(fresh), n, source
+        return list(self.blocks)
 
 
 def render_blocks(source: str) -> list[Block]:
     """All blocks of a finished (or one-off) source."""
     return _parse(source, 0, {})
+
+
+# Languages whose Pygments lexer `warm_up` loads ahead (each is a module import and a regex compile on first use).
+WARM_LANGS = ("python", "javascript", "typescript", "bash", "json", "html", "css", "sql", "yaml", "c", "cpp", "java",
+              "rust", "go")
+_WARM_SAMPLES = (  # markdown-it's rules; latex2mathml (import, symbol table); Pygments; an open fence's chunks
+    "# T\n\nA **b** _c_ `d` ~~e~~ [f](https://e.x) <https://e.x> ![i](https://e.x/i.png)\n\n- [x] g\n\n1. h\n\n"
+    "> i\n\n| a | b |\n|:--|--:|\n| 1 | 2 |\n\n---\n\n    code\n\nA **b",
+    "$x^2$ \\(y\\)\n\n$$\n\\frac{1}{2}\\sum_{k} \\sqrt{k}\n$$\n\n\\[ z \\]\n",
+    "```\nx\n```\n\n```python\nx = 1\n")
+
+
+def warm_up_steps(langs=WARM_LANGS) -> list:
+    """`warm_up` in steps (one an idle callback, a few tens of ms each in Pyodide): zero-argument callables."""
+    code = [f"```{lang}\nx\n```\n" for lang in langs]
+    return [lambda text=text: render_blocks(text) for text in (*_WARM_SAMPLES, *code)]
+
+
+def warm_up(langs=WARM_LANGS) -> None:
+    """Pay the first-use costs before the first answer: markdown-it's rules, latex2mathml's import and symbol table,
+    Pygments' token types and the lexers of `langs` (imported, their regexes compiled), so that the first token of
+    the first answer renders in a frame. Call once after the app is shown, in idle time (`warm_up_steps`)."""
+    for step in warm_up_steps(langs):
+        step()
 
 
 # --- parsing -----------------------------------------------------------------------------------------------------
@@ -104,6 +140,8 @@ def _parse(source: str, base: int, cache: dict) -> list[Block]:
             out.append(cache[key])
             continue
         node = _Builder(patched, starts, base, len(source)).block(tokens[a:b])
+        if first.type == "table_open":
+            mark_long_cells(node)
         out.append(Block(first.type.removesuffix("_open"), start, end, source[start:end], node, last))
     return out
 
@@ -220,6 +258,7 @@ class _Builder:
             return [self.code(t)]
         if t.type in ("math_block", "math_block_label", "math_block_eqno"):
             a, b = self.line_span(t)
+            b = a + len(self.src[a:b].rstrip())  # the formula's span ends at its closing `$$`, not the newline
             return [Node("div", {"class": "math-block"}, [mathml(t.content, True, self.off(a), self.off(b))])]
         if t.type == "hr":
             return [Node("hr")]

@@ -2,13 +2,16 @@
 
 * Streaming: `update(source)` at each frame. markdown_render.MarkdownStream returns the same Block object for a
   block whose text did not change: its DOM is kept (`old is new`), only changed blocks are rebuilt, gone ones
-  removed. Inside a rebuilt code block, finished `span.code-chunk` Nodes come back identical and keep their DOM.
+  removed; the leading blocks it reports `stable` are not even visited, so a frame costs the tail, not the answer.
+  Inside a rebuilt code block, finished `span.code-chunk` Nodes come back identical and keep their DOM.
 * Finished: `show(source, anchors)` (one-off with `render_blocks` when nothing was streamed here). Each pin anchor
   `(pin_id, start, end)` (source offsets) is drawn as `<mark class=pin-anchor data-pin-id>` around the DOM text it
   covers (`markdown_parts.marks`), across formatting; where pins overlap, the text is wrapped once with class
-  `pin-overlap` (darker) and opens the shorter pin.
+  `pin-overlap` (darker) and opens the shorter pin. A formula is atomic: a pin touching its source span wraps the
+  whole `<math>` element in one `<mark class="pin-anchor pin-math">` (no <mark> inside MathML).
 * Pins: `source_range(range)` maps a DOM Range inside the body to source `[start, end)` (each DOM Text node made
-  here is remembered with its Node meta and the offset of its first character in that meta).
+  here is remembered with its Node meta and the offset of its first character in that meta: a block's `texts` is
+  one flat list of (node, meta, offset) triples, not a tuple per node, to keep the objects the collector walks few).
 
 Model text only ever becomes Text nodes; elements and attributes come from the Node tree (allow-listed there).
 """
@@ -36,40 +39,56 @@ class MarkdownBody:
         self.container = container
         container.classList.add("md")
         self.stream: MarkdownStream | None = None
-        self.shown: dict = {}  # block key -> _Shown
+        self.entries: list[_Shown] = []  # in block order; their nodes are the container's children, in order
+        self.anchors: tuple = ()  # the pins the entries were drawn with
         self.builds = 0  # blocks built so far (tests and benchmarks read it)
 
     def update(self, source: str) -> None:
         if self.stream is None:
             self.stream = MarkdownStream()
-        self._show(self.stream.update(source), ())
+        blocks = self.stream.update(source)
+        self._show(blocks, (), self.stream.stable)
 
     def show(self, source: str, anchors) -> None:
-        blocks = self.stream.update(source) if self.stream is not None else render_blocks(source)
-        self._show(blocks, tuple(a for a in anchors if a[1] < a[2]))
+        anchors = tuple(a for a in anchors if a[1] < a[2])
+        if self.stream is not None:
+            blocks = self.stream.update(source)
+            self._show(blocks, anchors, self.stream.stable)
+        else:
+            self._show(render_blocks(source), anchors, 0)
 
-    def _show(self, blocks, anchors) -> None:
-        fresh: dict = {}
-        for block in blocks:
-            pins = tuple(a for a in anchors if a[1] < block.end and a[2] > block.start)
-            old = self.shown.get(block.key)
-            if old is not None and old.block is block and old.pins == pins:
-                fresh[block.key] = old
+    def _show(self, blocks, anchors, stable: int) -> None:
+        """Blocks `[:stable]` are the objects shown last time (markdown_render.MarkdownStream.stable): with the same
+        pins their entries and DOM stay as they are, unvisited, so a frame costs the changed tail, not the answer."""
+        keep = min(stable, len(self.entries)) if anchors == self.anchors else 0
+        while keep and self.entries[keep - 1].block is not blocks[keep - 1]:
+            keep -= 1  # (never in practice: the stream's stable blocks are the same objects)
+        old = {e.block.key: e for e in self.entries[keep:]}
+        fresh = []
+        for block in blocks[keep:]:
+            pins = tuple(a for a in anchors if a[1] < block.end and a[2] > block.start) if anchors else ()
+            entry = old.get(block.key)
+            if entry is None or entry.block is not block or entry.pins != pins:
+                entry = self._build(block, pins, entry)
+            fresh.append(entry)
+        reused = {id(e) for e in fresh}
+        placed = set()
+        for entry in self.entries[keep:]:
+            if id(entry) in reused:
+                placed.add(id(entry))
             else:
-                fresh[block.key] = self._build(block, pins, old)
-        for key, old in self.shown.items():
-            if fresh.get(key) is not old:
-                old.node.remove()
-        after = None
-        for block in reversed(blocks):
-            entry = fresh[block.key]
-            if self.shown.get(block.key) is not entry:
+                entry.node.remove()
+        after = None  # the changed blocks are the container's last children: insert the new ones from the end
+        for entry in reversed(fresh):
+            if id(entry) not in placed:
                 if after is None:
                     self.container.appendChild(entry.node)
                 else:
                     self.container.insertBefore(entry.node, after)
             after = entry.node
-        self.shown = fresh
+        del self.entries[keep:]
+        self.entries.extend(fresh)
+        self.anchors = anchors
 
     def _build(self, block, pins, old) -> _Shown:
         self.builds += 1
@@ -104,6 +123,13 @@ class MarkdownBody:
         if is_chunk:
             chunks[id(n)] = (n, node, mine)
             texts.extend(mine)
+        if n.tag == "math" and pins:
+            covering = [p for p in pins if p[1] < n.end and p[2] > n.start]
+            if covering:
+                mark = _mark(covering, "pin-math")
+                mark.appendChild(node)
+                parent.appendChild(mark)
+                return
         parent.appendChild(node)
 
     def _append_text(self, parent, n, pins, texts) -> None:
@@ -116,19 +142,18 @@ class MarkdownBody:
         if not cuts:
             node = dom.text(n.text)
             parent.appendChild(node)
-            texts.append((node, n, 0))
+            texts.extend((node, n, 0))
             return
         points = sorted({0, len(n.text), *(c[0] for c in cuts), *(c[1] for c in cuts)})
         for a, b in zip(points, points[1:]):
             node = dom.text(n.text[a:b])
-            texts.append((node, n, a))
+            texts.extend((node, n, a))
             covering = [c for c in cuts if c[0] <= a and c[1] >= b]
             if not covering:
                 parent.appendChild(node)
                 continue
-            pin_id = min(covering, key=lambda c: c[1] - c[0])[2]
-            cls = "pin-anchor pin-overlap" if len({c[2] for c in covering}) > 1 else "pin-anchor"
-            mark = dom.el("mark", cls, data_pin_id=pin_id, title="Open this pin")
+            ids = {c[2] for c in covering}
+            mark = _mark([p for p in pins if p[0] in ids])
             mark.appendChild(node)
             parent.appendChild(mark)
 
@@ -138,13 +163,23 @@ class MarkdownBody:
         b = dom.text_position(self.container, selected.endContainer, selected.endOffset)
         if a is None or b is None:
             return None
-        index = {node.js_id: (meta, base) for entry in self.shown.values() for node, meta, base in entry.texts}
+        index = {}
+        for entry in self.entries:
+            t = entry.texts
+            index.update((t[i].js_id, (t[i + 1], t[i + 2])) for i in range(0, len(t), 3))
         start, end = index.get(a[0].js_id), index.get(b[0].js_id)
         if start is None or end is None:
             return None
         lo, hi = selection_range(start[0], start[1] + _points(a), end[0], end[1] + _points(b))
         return (lo, hi) if hi > lo else None
 
+
+def _mark(covering, extra: str = ""):
+    """The <mark> of a piece covered by pins `(pin_id, start, end)`: it opens the shortest; `pin-overlap` when more
+    than one pin covers it."""
+    pin_id = min(covering, key=lambda p: p[2] - p[1])[0]
+    cls = "pin-anchor" + (" pin-overlap" if len({p[0] for p in covering}) > 1 else "") + (f" {extra}" if extra else "")
+    return dom.el("mark", cls, data_pin_id=pin_id, title="Open this pin")
 
 
 def _points(position) -> int:

@@ -20,7 +20,7 @@ import api
 import dom
 from account_view import AccountPanel
 from contract import ApiError
-from dom import Listeners, el
+from dom import Listeners, Tasks, el
 from signin_view import SignInView
 from users_view import UsersPanel
 
@@ -44,7 +44,7 @@ class Shell:
         self.users: UsersPanel | None = None
         self.bar_listeners = Listeners()
         self.listeners = Listeners()
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks = Tasks()
         self.html = dom.document.documentElement
         self.listeners.add(dom.document, "visibilitychange", self._on_visible)
         api.on_unauthenticated(self._on_unauthenticated)
@@ -59,15 +59,7 @@ class Shell:
             self._render_user()
 
     def spawn(self, coro) -> asyncio.Task:
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            dom.log_error(f"pinchat: {task.exception()!r}")
+        return self.tasks.spawn(coro)
 
     # ---- start ----------------------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """The page's app view: the sidebar (threads, new, import, delete), the workspace of thread panels (the main thread
-and its pin panels, thread_panel.py), the conversation pane and anchor hover card (tree_view.py), the merge dialog
+and its pin panels, thread_panel.py, or the draft of a new thread, draft.py), the conversation pane and anchor hover card (tree_view.py), the merge dialog
 (merge_view.py) and the pin button over a selected passage.
 
 Rendering is batched: a store notification only marks a panel dirty and asks for one animation frame; the frame
@@ -18,6 +18,7 @@ from __future__ import annotations
 import dom
 import tree
 from dom import Listeners, closest, document, el
+from draft import DraftPanel
 from merge_view import MergeDialog
 from store import Store
 from thread_panel import ThreadPanel
@@ -36,6 +37,7 @@ class View:
         self.listeners = Listeners()
         self.panels: dict[int, ThreadPanel] = {}
         self.main_id: int | None = None
+        self.draft: DraftPanel | None = None  # the main panel when it shows a thread not created yet
         self.pin_ids: list[int] = []
         self._dirty: set = set()
         self._frame_pending = False
@@ -62,9 +64,13 @@ class View:
         self.sidebar.appendChild(self.global_error)
         self.thread_list = el("nav", "thread-list", aria_label="Threads")
         self.sidebar.appendChild(self.thread_list)
-        self.workspace = el("main", "workspace")
+        self.workspace = el("main", "workspace")  # a CSS container: the panes' layout follows its width
+        self.panes = el("div", "panes")
+        self.workspace.appendChild(self.panes)
         self.placeholder = el("div", "workspace-empty", "Start a new thread, or pick one on the left.")
-        self.workspace.appendChild(self.placeholder)
+        self.panes.appendChild(self.placeholder)
+        self.pin_stack = el("div", "pin-stack")  # beside the main panel, or under it when the workspace is narrow
+        self.panes.appendChild(self.pin_stack)
         self.pin_button = el("button", "pin-button", "📌 Pin", type="button", data_testid="pin",
                              title="Open a pin thread about the selected text")
         self.pin_button.hidden = True
@@ -232,8 +238,20 @@ class View:
 
     # ---- panels -----------------------------------------------------------------------------------------------
 
+    def show_draft(self) -> DraftPanel:
+        """Make the main panel a draft (the one shown already, if any, with its text)."""
+        if self.draft is None:
+            self.show_thread(None)
+            self.draft = DraftPanel(self)
+            self.placeholder.hidden = True
+            self.panes.insertBefore(self.draft.node, self.panes.firstChild)
+        return self.draft
+
     def show_thread(self, thread_id: int | None) -> None:
         """Make `thread_id` the main panel; pin panels of the previous thread close (their streams go on)."""
+        if self.draft is not None:
+            self.draft.destroy()
+            self.draft = None
         for tid in list(self.pin_ids):
             self.close_pin(tid)
         if self.main_id is not None and self.main_id != thread_id:
@@ -247,7 +265,7 @@ class View:
         self.placeholder.hidden = thread_id is not None
         if thread_id is not None and thread_id not in self.panels:
             panel = self.panels[thread_id] = ThreadPanel(self, thread_id, is_pin=False)
-            self.workspace.insertBefore(panel.node, self.workspace.firstChild)
+            self.panes.insertBefore(panel.node, self.panes.firstChild)
         self._sidebar_dirty = True
         self.schedule()
         self._sync_layout()
@@ -257,7 +275,7 @@ class View:
         if panel is None:
             panel = self.panels[pin_id] = ThreadPanel(self, pin_id, is_pin=True)
             self.pin_ids.append(pin_id)
-            self.workspace.appendChild(panel.node)
+            self.pin_stack.appendChild(panel.node)
             self._sync_layout()
         self.flash(pin_id)
         return panel
@@ -271,11 +289,11 @@ class View:
         self._sync_layout()
 
     def _sync_layout(self) -> None:
-        self.workspace.dataset.pins = str(len(self.pin_ids))
+        self.panes.dataset.pins = str(len(self.pin_ids))
         self.tree_changed()  # which nodes are open
 
     def panel_of(self, node) -> ThreadPanel | None:
-        section = closest(node, "section.panel")
+        section = closest(node, "section.panel[data-thread-id]")
         if not section:
             return None
         return self.panels.get(int(section.dataset.threadId))
@@ -374,6 +392,9 @@ class View:
         self.actions.pin(pending["thread_id"], pending["message_id"], pending["start"], pending["end"])
 
     def destroy(self) -> None:
+        if self.draft is not None:
+            self.draft.destroy()
+            self.draft = None
         for tid in list(self.panels):
             self.panels.pop(tid).destroy()
         self.store.unsubscribe_list(self._on_list_change)
