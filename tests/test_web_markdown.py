@@ -203,6 +203,7 @@ def test_images_are_placeholders():
     (button,) = find("![secret](https://attacker.example/x.png?q=1)", "button")
     assert button.attrs["class"] == "img-placeholder"
     assert button.attrs["data-src"] == "https://attacker.example/x.png?q=1"
+    assert button.attrs["data-host"] == "attacker.example"  # named again if the image cannot load
     assert button.visible_text() == "Image from attacker.example — click to load"
     assert not find("![x](javascript:alert(1))", "button")
 

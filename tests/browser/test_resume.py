@@ -41,6 +41,13 @@ async def open_second_tab(page, base: str, tid: int):
     return other
 
 
+async def warm_cache(page, base: str) -> None:
+    """Boot the page once in another tab, so Pyodide is in the browser's cache and a second tab opens in seconds."""
+    warm = await page.context.new_page()
+    await boot(warm, base)
+    await warm.close()
+
+
 async def saved_answer(app_server, tid: int) -> dict:
     """The thread's last message once the server no longer writes it."""
     for _ in range(100):
@@ -126,9 +133,7 @@ async def test_offline_for_three_seconds_reconnects(app_page, app_server):
 async def second_tab_sees_the_tokens_arrive(page, base: str, on_open=None) -> None:
     """A second tab opened on a thread while its answer streams shows the snapshot, then the tokens as they come."""
     tid = await new_thread(page)
-    warm = await page.context.new_page()
-    await boot(warm, base)  # Pyodide in the browser's cache: the second tab opens in a few seconds
-    await warm.close()
+    await warm_cache(page, base)
     await send(page, tid, "Long " + directive("T", LONG_TOKENS, delay_ms=60))
     await wait_text_contains(page, tid, "T3 ")
     other = await open_second_tab(page, base, tid)
@@ -150,15 +155,13 @@ async def test_a_second_tab_sees_the_tokens_arrive(app_page, app_server):
     await second_tab_sees_the_tokens_arrive(app_page, app_server.url)
 
 
-async def test_stop_in_one_tab_ends_the_answer_in_both(app_page, app_server):
-    page = app_page
+async def stop_in_one_tab_ends_the_answer_in_both(page, base: str, app_server) -> None:
+    """Stop in a second tab ends the answer in both tabs, with the same text as the server saved."""
     tid = await new_thread(page)
-    warm = await page.context.new_page()
-    await boot(warm, app_server.url)  # Pyodide in the browser's cache: the second tab opens in a few seconds
-    await warm.close()
+    await warm_cache(page, base)
     await send(page, tid, "Long " + directive("S", LONG_TOKENS, delay_ms=60))
     await wait_text_contains(page, tid, "S3 ")
-    other = await open_second_tab(page, app_server.url, tid)
+    other = await open_second_tab(page, base, tid)
     try:
         await wait_answer(other, tid, "streaming", timeout=LONG_MS)
         await wait_text_contains(other, tid, "S20 ", timeout=LONG_MS)
@@ -172,8 +175,16 @@ async def test_stop_in_one_tab_ends_the_answer_in_both(app_page, app_server):
         await other.close()
 
 
+async def test_stop_in_one_tab_ends_the_answer_in_both(app_page, app_server):
+    await stop_in_one_tab_ends_the_answer_in_both(app_page, app_server.url, app_server)
+
+
 async def test_a_main_thread_and_two_pins_reattach_after_one_reload(app_page, app_server):
-    page = app_page
+    await main_thread_and_two_pins_reattach_after_one_reload(app_page, app_server)
+
+
+async def main_thread_and_two_pins_reattach_after_one_reload(page, app_server) -> None:
+    """A main thread and two pins, all streaming, all follow on after one reload and end exactly."""
     tid = await new_thread(page)
     await send(page, tid, "Words " + directive("W", 10))
     await wait_answer(page, tid, "complete")

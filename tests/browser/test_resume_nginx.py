@@ -3,8 +3,10 @@ the repository's templates (tests/nginx_helpers.py) in front of the session's ap
 and booted on nginx's HTTPS address (a self-signed certificate: the context ignores HTTPS errors). Every stream and
 every reattach of the page then shares one HTTP/2 connection.
 
-A reload in the middle of a long answer goes on in place, three seconds offline show "reconnecting…" and then the
-exact answer, and a second tab sees the tokens arrive; each ends with exactly the upstream's text.
+Every scenario of tests/browser/test_resume.py runs here too: a reload in the middle of a long answer goes on in
+place, three seconds offline show "reconnecting…" and then the exact answer, a second tab sees the tokens arrive,
+Stop in one tab ends the answer in both, a main thread and two pins reattach after one reload; each ends with
+exactly the upstream's (or the saved) text.
 
 The app answers for nginx's Host (`127.0.0.1`, a loopback name it serves without `--allowed-hosts`; scripts/nginx.sh
 passes its server name with `--allowed-hosts`), and the page's Origin (`https://127.0.0.1:<port>`) names the same
@@ -21,7 +23,13 @@ import pytest
 import pytest_asyncio
 
 from tests.browser.helpers import boot
-from tests.browser.test_resume import offline_reconnects, reload_goes_on_in_place, second_tab_sees_the_tokens_arrive
+from tests.browser.test_resume import (
+    main_thread_and_two_pins_reattach_after_one_reload,
+    offline_reconnects,
+    reload_goes_on_in_place,
+    second_tab_sees_the_tokens_arrive,
+    stop_in_one_tab_ends_the_answer_in_both,
+)
 from tests.nginx_helpers import Nginx, make_cert, nginx_binary
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -105,3 +113,11 @@ async def test_offline_for_three_seconds_reconnects_through_nginx(h2_page, app_s
 
 async def test_a_second_tab_sees_the_tokens_arrive_through_nginx(h2_page):
     await second_tab_sees_the_tokens_arrive(h2_page, h2_page.base, on_open=arrived_over_h2)
+
+
+async def test_stop_in_one_tab_ends_the_answer_in_both_through_nginx(h2_page, app_server):
+    await stop_in_one_tab_ends_the_answer_in_both(h2_page, h2_page.base, app_server)
+
+
+async def test_a_main_thread_and_two_pins_reattach_after_one_reload_through_nginx(h2_page, app_server):
+    await main_thread_and_two_pins_reattach_after_one_reload(h2_page, app_server)

@@ -33,7 +33,7 @@ MATHML_TAGS = frozenset(
     "math mrow mi mn mo ms mtext mspace msub msup msubsup mfrac msqrt mroot mover munder munderover mtable mtr "
     "mtd mstyle mpadded mphantom menclose merror mmultiscripts mprescripts none semantics annotation".split())
 HTML_ATTRS = frozenset(
-    "class href target rel start type checked disabled data-src data-alt data-lang data-action title".split())
+    "class href target rel start type checked disabled data-src data-alt data-host data-lang data-action title".split())
 MATHML_ATTRS = frozenset(
     "display mathvariant stretchy fence separator accent accentunder lspace rspace linethickness columnalign "
     "rowspacing columnspacing columnlines rowlines frame width height depth form movablelimits largeop symmetric "
@@ -118,7 +118,8 @@ def image_placeholder(url: str, alt: str, start: int, end: int) -> Node:
         return Node("span", {"class": "img-blocked"},
                     [_atom_text(f"[image: {alt}]" if alt else "[image]", start, end, chrome=True)])
     host = urlsplit(url).hostname or "?"
-    return Node("button", {"class": "img-placeholder", "type": "button", "data-src": url, "data-alt": alt},
+    return Node("button", {"class": "img-placeholder", "type": "button", "data-src": url, "data-alt": alt,
+                           "data-host": host},
                 [_atom_text(f"Image from {host} — click to load", start, end, chrome=True)])
 
 

@@ -376,6 +376,8 @@ class View:
         elif button.classList.contains("img-placeholder"):
             image = el("img", "md-image", src=str(button.dataset.src), alt=str(button.dataset.alt or ""),
                        referrerpolicy="no-referrer")
+            failed = el("span", "img-failed", f"Image from {button.dataset.host} could not be loaded")
+            self.listeners.add(image, "error", lambda e: image.replaceWith(failed))  # refused by CSP, 404, not an image
             button.replaceWith(image)
 
     @staticmethod
