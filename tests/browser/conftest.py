@@ -86,15 +86,25 @@ class AppServer:
         self.db = tmp / "chat.db"
         models = write_models_file(tmp / "models.yaml", types.SimpleNamespace(url=upstream_url))
         self.log = (tmp / "server.log").open("w")
-        self.proc = subprocess.Popen(
+        self.command = (
             [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port), "--db", str(self.db),
              "--models", str(models), "--flush-interval", "0.1",
              # a page that goes (reload, offline) leaves its answer running for a reattach (tests/conftest.py sets
              # PINCHAT_DETACH_GRACE=0 for the API tests; the flag beats it)
              "--detach-grace", str(detach_grace),
              # one owner runs the whole suite: lift the per-user limits a real user has
-             "--chats-per-minute", "10000", "--max-streams-per-user", "50"],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+             "--chats-per-minute", "10000", "--max-streams-per-user", "50"])
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        return subprocess.Popen(self.command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+    def restart(self) -> None:
+        """Stop the server as an operator would (SIGTERM: open answers are saved as interrupted) and start it again
+        on the same port and database."""
+        _stop(self.proc)
+        self.proc = self._start()
+        self.wait_ready()
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 120  # LiteLLM's import and warm-up take ~30 s on a busy 2-vCPU box
