@@ -9,6 +9,7 @@ Pages sign in as the owner with a fresh one-time sign-in link (`boot(page, app_s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -166,14 +167,35 @@ class AppServer:
         self.log.close()
 
 
-@pytest.fixture(scope="session")
-def app_server(tmp_path_factory, fake_upstream_url, vendored):
-    server = AppServer(tmp_path_factory.mktemp("browser-app"), fake_upstream_url)
+@contextlib.contextmanager
+def running_app(tmp: Path, upstream_url: str):
+    """An AppServer, ready, stopped at the end."""
+    server = AppServer(tmp, upstream_url)
     try:
         server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory, fake_upstream_url, vendored):
+    with running_app(tmp_path_factory.mktemp("browser-app"), fake_upstream_url) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def booted_page(browser, server):
+    """A page of a new context, signed in on `server` and booted; `page.problems` collects uncaught page errors."""
+    context = await browser.new_context(viewport=VIEWPORT)
+    page = await context.new_page()
+    page.problems = []
+    page.on("pageerror", lambda exc: page.problems.append(str(exc)))
+    await boot(page, server)
+    try:
+        yield page
+    finally:
+        await context.close()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -192,13 +214,8 @@ async def browser():
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def app_page(browser, app_server):
     """One booted app page shared by the tests of a module."""
-    context = await browser.new_context(viewport=VIEWPORT)
-    page = await context.new_page()
-    page.problems = []  # uncaught page errors, seen by tests that care
-    page.on("pageerror", lambda exc: page.problems.append(str(exc)))
-    await boot(page, app_server)
-    yield page
-    await context.close()
+    async with booted_page(browser, app_server) as page:
+        yield page
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -12,8 +12,8 @@ import asyncio
 import pytest
 import pytest_asyncio
 
-from tests.browser.conftest import VIEWPORT, AppServer
-from tests.browser.helpers import answer_text, boot, directive, new_thread, send, wait_answer, wait_text_contains
+from tests.browser.conftest import booted_page, running_app
+from tests.browser.helpers import answer_text, directive, new_thread, send, wait_answer, wait_text_contains
 from tests.browser.test_resume import LONG_MS, saved_answer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -21,23 +21,14 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 @pytest.fixture(scope="module")
 def own_server(tmp_path_factory, fake_upstream_url, vendored):
-    server = AppServer(tmp_path_factory.mktemp("browser-restart"), fake_upstream_url)
-    try:
-        server.wait_ready()
+    with running_app(tmp_path_factory.mktemp("browser-restart"), fake_upstream_url) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def page(browser, own_server):
-    context = await browser.new_context(viewport=VIEWPORT)
-    page = await context.new_page()
-    page.problems = []
-    page.on("pageerror", lambda exc: page.problems.append(str(exc)))
-    await boot(page, own_server)
-    yield page
-    await context.close()
+    async with booted_page(browser, own_server) as page:
+        yield page
 
 
 async def test_a_server_restart_mid_answer_shows_the_saved_interrupted_answer(page, own_server):
