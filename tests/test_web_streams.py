@@ -698,7 +698,8 @@ async def test_a_chat_without_an_event_id_yet_ends_when_the_network_goes(env, fa
     assert transport.follows == [] and ends == [(1, "error")] and not store.thread(1).reconnecting
 
 
-async def test_stop_while_offline_still_cancels(env, monkeypatch):
+async def streaming_then_offline(env, monkeypatch):
+    """Thread 1 has shown its first token when the browser goes offline (long backoff, no saved-answer polling)."""
     monkeypatch.setattr(reconnect, "BACKOFF_S", (30.0,))
     monkeypatch.setattr(reconnect, "SAVED_POLL_S", 0)
     store, transport, s, ends, _ = env
@@ -706,6 +707,11 @@ async def test_stop_while_offline_still_cancels(env, monkeypatch):
     transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("one ", 2))
     await settle()
     transport.network(False)
+    return store, transport, s, ends
+
+
+async def test_stop_while_offline_still_cancels(env, monkeypatch):
+    store, transport, s, ends = await streaming_then_offline(env, monkeypatch)
     await settle()
     assert store.thread(1).reconnecting
     transport.saved[1] = [{"id": 11, "role": "assistant", "status": "interrupted", "content": "one two"}]
@@ -717,13 +723,7 @@ async def test_stop_while_offline_still_cancels(env, monkeypatch):
 
 
 async def test_stop_while_offline_sends_the_cancel_again_once_online(env, monkeypatch):
-    monkeypatch.setattr(reconnect, "BACKOFF_S", (30.0,))
-    monkeypatch.setattr(reconnect, "SAVED_POLL_S", 0)
-    store, transport, s, ends, _ = env
-    s.start(1, "hi")
-    transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("one ", 2))
-    await settle()
-    transport.network(False)
+    store, transport, s, ends = await streaming_then_offline(env, monkeypatch)
     transport.down = True
     s.stop(1)
     await settle(60)
