@@ -4,10 +4,14 @@
     python -m bench --quick               # a short smoke pass (~3 min)
     python -m bench --stacks app,reference --figures latency,capacity
     python -m bench --figures profile     # where LiteLLM's per-chunk time goes (cProfile), settings compared
+    # both event loops and both LiteLLM routes side by side, and the app past its capacity:
+    python -m bench --figures latency,capacity,overload \\
+        --stacks app,app-asyncio,app-vllm,litellm-only,litellm-only-vllm,reference
 
 Figures: latency (added latency p50/p99, TTFT overhead, CPU/token, memory/stream at 100 x 30 tok/s),
-capacity (most streams at 30 tok/s with p99 <= 50 ms), embedded, browser (cold/warm load; 10 streams x 100 tok/s
-of plain and of Markdown-heavy text; one long Markdown answer), profile. See bench/README.md.
+capacity (most streams at 30 tok/s with p99 <= 50 ms), overload (one app stack at 1.5x its capacity: median
+latency, failed streams, SSE frames per token), embedded, browser (cold/warm load; 10 streams x 100 tok/s of plain
+and of Markdown-heavy text; one long Markdown answer), profile. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -22,17 +26,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import stacks
-from .stacks import ENV, PY, ROOT, Server, Upstream, pinned
+from server.config import Settings
 
-ALL_STACKS = ["direct", "litellm-only", "app", "app+nginx", "reference"]
-EXTRA_STACKS = ["app-tuned", "litellm-stock", "litellm-lean"]
-ALL_FIGURES = ["latency", "capacity", "embedded", "browser", "profile"]
+from . import stacks
+from .report import APP_OVER_LITELLM, browser_table, fmt, table, targets, targets_table
+from .stacks import DEFAULT_STACKS, ENV, PY, ROOT, STACKS, Server, Upstream, pinned
+
+ALL_FIGURES = ["latency", "capacity", "overload", "embedded", "browser", "profile"]
 RESULTS = ROOT / "bench" / "results"
 P99_LIMIT_MS = 50.0
-# the browser's load times before Markdown rendering (bench/README.md, 20261124-154632.json): issue 12 allows the
-# cold load to grow by at most 10%
-BROWSER_BEFORE_MS = {"cold": 2370.0, "warm": 1430.0, "p50": 24.5, "p99": 71.3, "longest": 0.0}
+OVERLOAD_FACTOR = 1.5
+SERVER_STACKS = [n for n, s in STACKS.items() if not s.in_process]
+# answers a server admits at once (--max-generations; the bench starts it at its default): more get 503
+ADMITTED_GENERATIONS = int(ENV.get("PINCHAT_MAX_GENERATIONS", Settings.max_generations))
 
 
 def log(msg: str) -> None:
@@ -42,6 +48,11 @@ def log(msg: str) -> None:
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+def ramp_for(streams: int) -> float:
+    """Seconds over which the streams start: at most 200 new streams a second."""
+    return max(1.0, streams / 200)
 
 
 class Bench:
@@ -59,7 +70,7 @@ class Bench:
         log(f"upstream on :{self.upstream.port}; subject cores {self.subject}, load cores {self.load}")
         ready = []
         for name in names:
-            if name in ("direct", "litellm-only", "litellm-stock", "litellm-lean"):
+            if STACKS[name].in_process:
                 ready.append(name)
                 continue
             if name == "app+nginx" and (why := stacks.nginx_available()):
@@ -86,12 +97,13 @@ class Bench:
         assert self.upstream is not None
         argv = [PY, "-m", "bench.load", "--streams", str(streams), "--window", str(window), "--ramp", str(ramp),
                 "--rate", str(self.args.rate), *extra]
-        if stack == "direct":
+        spec = STACKS[stack]
+        if spec.kind == "direct":
             argv += ["--mode", "direct", "--url", self.upstream.url]
             cpus = self.subject  # the client *is* the subject here
-        elif stack.startswith("litellm"):
-            settings = {"litellm-only": "app", "litellm-stock": "stock", "litellm-lean": "lean"}[stack]
-            argv += ["--mode", "litellm", "--url", self.upstream.url, "--litellm-settings", settings]
+        elif spec.kind == "litellm":
+            argv += ["--mode", "litellm", "--url", self.upstream.url, "--litellm-settings", spec.litellm_settings,
+                     "--model", spec.route]
             cpus = self.subject
         else:
             server = self.servers[stack]
@@ -104,15 +116,19 @@ class Bench:
             raise RuntimeError(f"bench.load failed for {stack}: {done.stderr[-2000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
+    def warm_up(self, name: str) -> None:
+        """Connection pools, lazy imports, first SQLite pages: out of the measured runs."""
+        try:
+            self.run_load(name, 10, 1.0, 0.5)
+        except Exception as exc:  # noqa: BLE001
+            log(f"warm-up of {name} failed: {exc}")
+
     # ---- figures ---------------------------------------------------------------------------------------------
     def latency(self, names: list[str]) -> dict:
         a = self.args
         runs: dict[str, list[dict]] = {n: [] for n in names}
-        for name in names:  # warm-up: connection pools, lazy imports, first SQLite pages
-            try:
-                self.run_load(name, 10, 1.0, 0.5)
-            except Exception as exc:  # noqa: BLE001
-                log(f"warm-up of {name} failed: {exc}")
+        for name in names:
+            self.warm_up(name)
         for r in range(a.repeats):
             for name in names:  # interleaved, so slow drift of the machine's noise hits every stack alike
                 try:
@@ -140,8 +156,7 @@ class Bench:
                 "errors": sum(r["errors"] for r in rs),
                 "runs": rs,
             }
-        ratios = {}  # each ratio from stacks measured back to back in the same repeat, then the median
-        def paired(a_name, b_name, fn):
+        def paired(a_name, b_name, fn):  # from stacks measured back to back in the same repeat, then the median
             vals = []
             for ra, rb in zip(runs.get(a_name, []), runs.get(b_name, [])):
                 try:
@@ -149,15 +164,17 @@ class Bench:
                 except (TypeError, ZeroDivisionError):
                     pass
             return median(vals)
-        if runs.get("app") and runs.get("litellm-only"):
-            ratios["app_cpu_over_litellm"] = paired("app", "litellm-only",
-                                                    lambda x, y: x["cpu_us_per_token"] / y["cpu_us_per_token"])
-        if runs.get("app") and runs.get("app+nginx"):
-            ratios["nginx_p50_delta_ms"] = paired("app+nginx", "app",
-                                                  lambda x, y: x["latency_ms"]["p50"] - y["latency_ms"]["p50"])
-        if runs.get("app") and runs.get("reference"):
-            ratios["app_cpu_over_reference"] = paired("app", "reference",
-                                                      lambda x, y: x["cpu_us_per_token"] / y["cpu_us_per_token"])
+
+        def cpu_ratio(x, y):
+            return x["cpu_us_per_token"] / y["cpu_us_per_token"]
+
+        def p50_delta(x, y):
+            return x["latency_ms"]["p50"] - y["latency_ms"]["p50"]
+
+        pairs = [(key, app, litellm, cpu_ratio) for key, app, litellm in APP_OVER_LITELLM] + [
+            ("nginx_p50_delta_ms", "app+nginx", "app", p50_delta),
+            ("app_cpu_over_reference", "app", "reference", cpu_ratio)]
+        ratios = {key: paired(x, y, fn) for key, x, y, fn in pairs if runs.get(x) and runs.get(y)}
         return {"stacks": summary, "ratios": ratios}
 
     def capacity(self, names: list[str]) -> dict:
@@ -171,8 +188,7 @@ class Bench:
             passed, failed, trail = 0, None, []
 
             def attempt(n: int) -> bool:
-                ramp = max(1.0, n / 200)
-                res = self.run_load(name, n, a.capacity_window, ramp)
+                res = self.run_load(name, n, a.capacity_window, ramp_for(n))
                 p99 = res["latency_ms"]["p99"]
                 ok = res["errors"] == 0 and p99 is not None and p99 <= P99_LIMIT_MS
                 trail.append({"streams": n, "p99_ms": p99, "p50_ms": res["latency_ms"]["p50"],
@@ -182,7 +198,7 @@ class Bench:
                 return ok
 
             for n in steps:
-                if time.monotonic() + (max(1.0, n / 200) + a.capacity_window + 8) > t_end:
+                if time.monotonic() + (ramp_for(n) + a.capacity_window + 8) > t_end:
                     break
                 try:
                     ok = attempt(n)
@@ -197,7 +213,7 @@ class Bench:
             n = failed
             while failed is not None and not passed and n and n // 2 >= 10:  # below the first step: halve
                 n //= 2
-                if time.monotonic() + (1.0 + a.capacity_window + 8) > t_end:
+                if time.monotonic() + (ramp_for(n) + a.capacity_window + 8) > t_end:
                     break
                 try:
                     if attempt(n):
@@ -209,7 +225,7 @@ class Bench:
                     break
             if failed is not None and passed and failed - passed > 20:
                 mid = (passed + failed) // 2
-                if time.monotonic() + (max(1.0, mid / 200) + a.capacity_window + 8) <= t_end:
+                if time.monotonic() + (ramp_for(mid) + a.capacity_window + 8) <= t_end:
                     try:
                         if attempt(mid):
                             passed = mid
@@ -221,142 +237,50 @@ class Bench:
                          "capped": failed is None, "steps": trail}
         return out
 
-
-def fmt(v, digits=1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def table(results: dict) -> str:
-    lat = results.get("latency", {}).get("stacks", {})
-    cap = results.get("capacity", {})
-    names = [n for n in ALL_STACKS + EXTRA_STACKS if n in lat or n in cap or n in results.get("skipped", {})]
-    rows = [("stack", "p50 ms", "p99 ms", "TTFT+ ms", "max streams", "CPU us/tok", "CPU core", "KB/stream", "errors")]
-    for n in names:
-        if n in results.get("skipped", {}) and n not in lat:
-            rows.append((n, "not measured: " + results["skipped"][n], "", "", "", "", "", "", ""))
-            continue
-        s, c = lat.get(n, {}), cap.get(n, {})
-        streams = "-"
-        if c:
-            streams = (">=" if c.get("capped") else "") + str(c["max_streams"])
-        rows.append((n, fmt(s.get("p50_ms"), 2), fmt(s.get("p99_ms"), 1), fmt(s.get("ttft_overhead_ms"), 1), streams,
-                     fmt(s.get("cpu_us_per_token"), 0), fmt(s.get("cpu_util"), 2),
-                     fmt(s.get("mem_kb_per_stream"), 0), fmt(s.get("errors"))))
-    out = []
-    widths = [max(len(str(r[i])) for r in rows if not str(r[1]).startswith("not measured")) for i in range(len(rows[0]))]
-    for i, r in enumerate(rows):
-        if str(r[1]).startswith("not measured"):
-            out.append(f"| {r[0]} | {r[1]} |")
+    def overload(self, capacity: dict) -> dict:
+        """One run of --overload-stack at 1.5x the most streams the capacity figure found for it in this run (else
+        --overload-streams): does it degrade gracefully (latency, failures) and send fewer frames than tokens?"""
+        a = self.args
+        name = a.overload_stack
+        if name in self.skipped:
+            return {"stack": name, "summary": f"{name} not measured: {self.skipped[name]}"}
+        measured = capacity.get(name)
+        if measured and measured["max_streams"]:
+            found = measured["max_streams"]
+            streams, basis = round(OVERLOAD_FACTOR * found), f"{OVERLOAD_FACTOR:g} x its max streams {found}"
+        elif measured:
+            streams, basis = a.overload_streams, "--overload-streams: no capacity step passed"
         else:
-            out.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
-        if i == 0:
-            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(out)
-
-
-def browser_table(br: dict) -> str:
-    """Load times and token-to-DOM figures of this run next to the ones before Markdown rendering."""
-    b = BROWSER_BEFORE_MS
-
-    def stream(d):
-        if not d or d.get("token_to_dom_p99_ms") is None:
-            return "-"
-        return (f"{d['token_to_dom_p50_ms']:.1f} / {d['token_to_dom_p99_ms']:.1f} ms, longest task "
-                f"{d['longest_task_ms']:.0f} ms ({d['long_tasks']} > 50)")
-
-    la = br.get("long_answer") or {}
-    rows = [("browser figure", "before Markdown", "this run"),
-            ("cold load", f"{b['cold'] / 1000:.2f} s", f"{br['cold_tti_ms'] / 1000:.2f} s"),
-            ("warm load", f"{b['warm'] / 1000:.2f} s", f"{br['warm_tti_ms'] / 1000:.2f} s"),
-            ("10 x 100 tok/s plain: p50 / p99", f"{b['p50']:.1f} / {b['p99']:.1f} ms, longest task "
-             f"{b['longest']:.0f} ms", stream(br)),
-            ("10 x 100 tok/s Markdown: p50 / p99", "-", stream(br.get("markdown"))),
-            (f"{la.get('tokens', 'long')}-token Markdown answer"
-             + (f" at {la['rate']:g} tok/s" if la.get("rate") else "") + ": p50 / p99", "-", stream(la))]
-    w = [max(len(r[i]) for r in rows) for i in range(3)]
-    out = ["| " + " | ".join(c.ljust(x) for c, x in zip(r, w)) + " |" for r in rows]
-    out.insert(1, "|" + "|".join("-" * (x + 2) for x in w) + "|")
-    return "\n".join(out)
-
-
-def targets(results: dict) -> list[tuple[str, str, str]]:
-    """(target, measured, PASS/FAIL/n.a.) for each target of issues 5 and 12 that the run measured."""
-    lat = results.get("latency", {}).get("stacks", {})
-    ratios = results.get("latency", {}).get("ratios", {})
-    cap = results.get("capacity", {})
-    emb = results.get("embedded", {})
-    br = results.get("browser", {})
-    rows = []
-
-    def add(name, value, ok):
-        rows.append((name, value, "n/a" if ok is None else ("PASS" if ok else "FAIL")))
-
-    app = lat.get("app", {})
-    if app:
-        add("app added latency p50 <= 2 ms", f"{fmt(app['p50_ms'], 2)} ms", app["p50_ms"] <= 2)
-        add("app added latency p99 <= 10 ms", f"{fmt(app['p99_ms'], 1)} ms", app["p99_ms"] <= 10)
-    if "nginx_p50_delta_ms" in ratios:
-        d = ratios["nginx_p50_delta_ms"]
-        add("app+nginx p50 within +1 ms of app", f"{d:+.2f} ms", d <= 1)
-    if cap.get("app") and cap.get("reference"):
-        a, r = cap["app"]["max_streams"], cap["reference"]["max_streams"]
-        add("app streams >= 2x reference", f"{a} vs {r} ({a / r:.2f}x)" if r else f"{a} vs {r}",
-            a >= 2 * r and a > 0)
-    if "app_cpu_over_litellm" in ratios:
-        x = ratios["app_cpu_over_litellm"]
-        add("app CPU/token <= 1.5x litellm-only", f"{x:.2f}x", x <= 1.5)
-    if emb.get("ratios"):
-        e = emb["ratios"]
-        if e.get("app_over_llama_1") is not None:
-            add("embedded via app >= 95% of llama-cpp (1 stream)", f"{e['app_over_llama_1']:.0%}",
-                e["app_over_llama_1"] >= 0.95)
-        if e.get("app_two_over_one") is not None:
-            add("embedded: 2 streams each >= 80% of 1", f"{e['app_two_over_one']:.0%}", e["app_two_over_one"] >= 0.8)
-    if br.get("cold_tti_ms") is not None:
-        add("browser cold load <= 2.5 s", f"{br['cold_tti_ms'] / 1000:.2f} s", br["cold_tti_ms"] <= 2500)
-        add("browser warm load <= 1.5 s", f"{br['warm_tti_ms'] / 1000:.2f} s", br["warm_tti_ms"] <= 1500)
-        before = BROWSER_BEFORE_MS["cold"]
-        add(f"cold load <= 1.1x before Markdown ({before / 1000:.2f} s)",
-            f"{br['cold_tti_ms'] / 1000:.2f} s ({br['cold_tti_ms'] / before - 1:+.0%})",
-            br["cold_tti_ms"] <= 1.1 * before)
-    if br.get("token_to_dom_p99_ms") is not None:
-        add("token-to-DOM p99 <= 50 ms (10 x 100 tok/s)", f"{br['token_to_dom_p99_ms']:.1f} ms",
-            br["token_to_dom_p99_ms"] <= 50)
-        add("no main-thread task > 50 ms", f"longest {br['longest_task_ms']:.0f} ms", br["longest_task_ms"] <= 50)
-    md = br.get("markdown") or {}
-    if md.get("token_to_dom_p99_ms") is not None:
-        add("Markdown: token-to-DOM p99 <= 50 ms (10 x 100 tok/s)", f"{md['token_to_dom_p99_ms']:.1f} ms",
-            md["token_to_dom_p99_ms"] <= 50)
-        add("Markdown: no main-thread task > 50 ms (10 streams)",
-            f"longest {md['longest_task_ms']:.0f} ms ({md['long_tasks']} > 50)", md["longest_task_ms"] <= 50)
-    la = br.get("long_answer") or {}
-    if la.get("token_to_dom_p99_ms") is not None:
-        what = f"{la['tokens']}-token Markdown answer at {la['rate']:g} tok/s"
-        add(f"no main-thread task > 50 ms ({what})",
-            f"longest {la['longest_task_ms']:.0f} ms ({la['long_tasks']} > 50)", la["longest_task_ms"] <= 50)
-        add(f"token-to-DOM p99 <= 50 ms ({what})", f"{la['token_to_dom_p99_ms']:.1f} ms (p50 "
-            f"{la['token_to_dom_p50_ms']:.1f})", la["token_to_dom_p99_ms"] <= 50)
-    return rows
-
-
-def targets_table(rows) -> str:
-    w0 = max([len("target")] + [len(r[0]) for r in rows])
-    w1 = max([len("measured")] + [len(r[1]) for r in rows])
-    out = [f"| {'target'.ljust(w0)} | {'measured'.ljust(w1)} | result |", f"|{'-' * (w0 + 2)}|{'-' * (w1 + 2)}|--------|"]
-    out += [f"| {a.ljust(w0)} | {b.ljust(w1)} | {c} |" for a, b, c in rows]
-    return "\n".join(out)
+            streams, basis = a.overload_streams, "--overload-streams"
+            self.warm_up(name)
+        if streams > ADMITTED_GENERATIONS:
+            log(f"overload: {streams} streams > the server's --max-generations {ADMITTED_GENERATIONS}: "
+                "the rest get 503 and count as failed streams")
+        try:
+            res = self.run_load(name, streams, a.window, ramp_for(streams))
+        except Exception as exc:  # noqa: BLE001
+            log(str(exc))
+            return {"stack": name, "streams": streams, "summary": f"{name} at {streams} streams failed: {exc}"}
+        out = {"stack": name, "streams": streams, "streams_from": basis, "rate": a.rate,
+               "p50_ms": res["latency_ms"]["p50"], "p99_ms": res["latency_ms"]["p99"],
+               "failed_streams": res["errors"], "busy_rejections": res["busy_rejections"],
+               "frames_per_token": res["frames_per_token"], "cpu_util": res["cpu_util_steady"], "run": res}
+        out["summary"] = (f"{name} at {streams} streams ({basis}) x {a.rate:g} tok/s: added latency p50 "
+                          f"{fmt(out['p50_ms'])} / p99 {fmt(out['p99_ms'])} ms, {out['failed_streams']} failed "
+                          f"({out['busy_rejections']} refused with 503), {fmt(out['frames_per_token'], 3)} SSE frames "
+                          f"per token, CPU core {fmt(out['cpu_util'], 2)}")
+        log(f"overload {out['summary']}")
+        return out
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+    width = max(map(len, STACKS))
+    stack_list = "\n".join(f"  {name.ljust(width)}  {stack.what}" for name, stack in STACKS.items())
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, epilog=f"stacks:\n{stack_list}",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="short smoke pass (~3 min)")
-    p.add_argument("--stacks", default=",".join(ALL_STACKS),
-                   help=f"comma list from {ALL_STACKS + EXTRA_STACKS} (default: {','.join(ALL_STACKS)})")
+    p.add_argument("--stacks", default=",".join(DEFAULT_STACKS),
+                   help=f"comma list of the stacks below (default: {','.join(DEFAULT_STACKS)})")
     p.add_argument("--figures", help=f"comma list from {ALL_FIGURES} (default: all; --quick: all but embedded)")
     p.add_argument("--repeats", type=int, help="latency runs per stack (default 3; quick 1)")
     p.add_argument("--streams", type=int, default=100, help="concurrent streams of the latency figure")
@@ -366,6 +290,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="browser: tokens of the long Markdown answer (default 8000; quick 2000; 0 = skip it)")
     p.add_argument("--long-rate", type=float, default=400.0,
                    help="browser: tokens/s of the long Markdown answer (default 400: 8000 tokens in 20 s)")
+    p.add_argument("--overload-stack", default="app", choices=SERVER_STACKS, metavar="STACK",
+                   help="overload: the stack run past its capacity (default app)")
+    p.add_argument("--overload-streams", type=int, default=150,
+                   help=f"overload: streams when this run did not measure the stack's capacity (default 150; with "
+                        f"capacity: {OVERLOAD_FACTOR:g}x its max streams)")
     p.add_argument("--cold-runs", type=int, help="browser: cold loads (new contexts), median (default 3; quick 1)")
     p.add_argument("--out", type=Path, help="JSON output (default bench/results/<time>.json)")
     args = p.parse_args(argv)
@@ -373,7 +302,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     default_figures = [f for f in ALL_FIGURES if not (args.quick and f == "embedded")]
     args.figures = [f for f in args.figures.split(",") if f] if args.figures else default_figures
     for s in args.stacks:
-        if s not in ALL_STACKS + EXTRA_STACKS:
+        if s not in STACKS:
             p.error(f"unknown stack {s!r}")
     for f in args.figures:
         if f not in ALL_FIGURES:
@@ -396,17 +325,22 @@ def main(argv=None) -> int:
         "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}, "config": {
         "streams": args.streams, "rate": args.rate, "window": args.window, "repeats": args.repeats,
         "browser_long_tokens": args.long_tokens, "browser_long_rate": args.long_rate,
-        "browser_cold_runs": args.cold_runs}}
+        "browser_cold_runs": args.cold_runs, "overload_stack": args.overload_stack}}
     bench = Bench(args)
     results["skipped"] = bench.skipped
     try:
-        if {"latency", "capacity"} & set(args.figures):
-            names = bench.start(args.stacks)
+        measured = args.stacks if {"latency", "capacity"} & set(args.figures) else []
+        overloaded = [args.overload_stack] if "overload" in args.figures else []
+        if measured or overloaded:
+            ready = bench.start(measured + [n for n in overloaded if n not in measured])
+            names = [n for n in ready if n in measured]
             if "latency" in args.figures:
                 log(f"latency: {args.streams} streams x {args.rate:g} tok/s, {args.repeats} repeat(s)")
                 results["latency"] = bench.latency(names)
             if "capacity" in args.figures:
                 results["capacity"] = bench.capacity(names)
+            if overloaded:
+                results["overload"] = bench.overload(results.get("capacity", {}))
     finally:
         bench.stop()
     if "profile" in args.figures:
@@ -433,14 +367,14 @@ def main(argv=None) -> int:
         print(f"## Streams: {args.streams} x {args.rate:g} tok/s, medians of {args.repeats} run(s); "
           f"max streams = most at {args.rate:g} tok/s with p99 <= {P99_LIMIT_MS:g} ms")
         print(table(results))
-    for key in ("embedded", "browser", "profile"):
+    for key in ("overload", "embedded", "browser", "profile"):
         if key in results and results[key].get("summary"):
             print(f"\n## {key}\n{results[key]['summary']}")
             if key == "browser" and results[key].get("cold_tti_ms") is not None:
                 print()
                 print(browser_table(results[key]))
     if results["targets"]:
-        print("\n## Targets (issues 5 and 12)")
+        print('\n## Targets (issues 5, 12 and "cheaper per token")')
         print(targets_table(results["targets"]))
     print(f"\n{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}  ({results['elapsed_s']:.0f} s)")
     return 0

@@ -163,6 +163,13 @@ async def prepare_threads(base: str) -> tuple[int, list[int], int]:
     return main["id"], pins, long["id"]
 
 
+async def renderer_warm(page) -> None:
+    """Wait until the page's Markdown renderer is loaded and warmed up (it loads after the composer is usable, which
+    is what the load figures time); streams are measured after that."""
+    await page.wait_for_function("() => ['warm', 'failed'].includes(document.documentElement.dataset.renderer)",
+                                 timeout=READY_TIMEOUT_MS)
+
+
 def panel_selector(thread_id: int) -> str:
     """The panel of one server thread (a draft panel has no numeric id; sidebar rows hold no composer)."""
     return f'[data-thread-id="{int(thread_id)}"]:has([data-testid=composer])'
@@ -271,6 +278,7 @@ async def measure(url: str, api_base: str, tokens: int, rate: float, *, cold_run
                 warm.append(await page.evaluate("window.__bench.tti"))
             out["warm_tti_ms"] = statistics.median(warm)
             # ---- 10 concurrent streams: plain, then Markdown ---------------------------------------------------
+            await renderer_warm(page)
             panels = await ready_panels(page, [main_id, *pins])
             out["panels"] = len(panels)
             if not panels:
@@ -284,6 +292,8 @@ async def measure(url: str, api_base: str, tokens: int, rate: float, *, cold_run
             if long_tokens > 0:
                 await page.close()
                 page, tti = await open_ready(ctx, f"{url}/#t={long_id}")
+                if tti is not None:
+                    await renderer_warm(page)
                 long_panels = await ready_panels(page, [long_id]) if tti is not None else []
                 if long_panels:
                     await page.wait_for_timeout(500)

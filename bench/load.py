@@ -7,7 +7,8 @@ Modes (one process each, started by bench/__main__.py and pinned to its own core
 
 HTTP is read on raw asyncio transports: the receive time is taken in `data_received`, before any parsing, and a
 token is found by its send-time marker (`~<epoch>~`, see bench/upstream.py) in the de-chunked body, whatever the
-framing around it (our SSE JSON, the reference's, or OpenAI chunks).
+framing around it (our SSE JSON, the reference's, or OpenAI chunks). A token whose `data:` line carried no earlier
+token opens a frame: frames per token is below 1 when the server sent several tokens in one frame.
 
 Stream i starts at `ramp * i / N`; stream length is `ramp + window`, so all N streams are open during the
 steady window [ramp, ramp + window]: latency percentiles, CPU per token and RSS are taken over that window.
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 
 MARK = re.compile(rb"~(\d+\.\d+)~")
 ARRIVAL = re.compile(rb"\^(\d+\.\d+)\^")
+FRAME_OR_MARK = re.compile(rb"(?P<frame>data:)|~\d+\.\d+~")
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -49,11 +51,12 @@ def rss_bytes(pids: list[int]) -> int:
 
 
 class StreamResult:
-    __slots__ = ("sent", "recv", "t_req", "arrival", "first_send", "first_recv", "error", "done")
+    __slots__ = ("sent", "recv", "frame_starts", "t_req", "arrival", "first_send", "first_recv", "error", "done")
 
     def __init__(self) -> None:
         self.sent: list[float] = []
         self.recv: list[float] = []
+        self.frame_starts: list[int] = []  # indices (into sent/recv) of the tokens that opened an SSE frame
         self.t_req = 0.0
         self.arrival = 0.0
         self.first_send = 0.0
@@ -93,6 +96,7 @@ class StreamProtocol(asyncio.Protocol):
         self.remaining = 0  # bytes left in the current chunk
         self.skip = 0  # CRLF after a chunk
         self.tail = b""  # the unmatched end of the body so far (a marker may straddle two reads)
+        self.frame_open = False  # a `data:` line was read and no token after it yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -151,8 +155,24 @@ class StreamProtocol(asyncio.Protocol):
 
     def scan(self, data: bytes, now: float) -> None:
         text = self.tail + data
+        self.note_frames(text, len(self.tail))
         last = self.result.tokens(text, now) if b"~" in text else 0
         self.tail = text[last:][-48:]
+
+    def note_frames(self, text: bytes, new_from: int) -> None:
+        """Record which of the tokens about to be taken from `text` open a frame. `text` starts with the tail of
+        the last scan, which holds no whole marker but may hold a `data:` already seen (one ending before
+        `new_from`)."""
+        index = len(self.result.sent)
+        for m in FRAME_OR_MARK.finditer(text):
+            if m["frame"]:
+                if m.end() > new_from:
+                    self.frame_open = True
+                continue
+            if self.frame_open:
+                self.result.frame_starts.append(index)
+                self.frame_open = False
+            index += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.chunked:
@@ -348,10 +368,14 @@ async def main_async(args: argparse.Namespace) -> dict:
     cpu_steady = samples.get("end_cpu", 0) - samples.get("steady_cpu", 0)
     # tokens the subject handled during the steady window: count by receive time
     handled = sum(1 for r in results for rc in r.recv if lo <= rc <= hi)
+    frames = sum(1 for r in results for i in r.frame_starts if lo <= r.recv[i] <= hi)
     out = {
         "mode": args.mode, "streams": n, "rate": rate, "ramp": ramp, "window": window,
         "tokens_per_stream": tokens, "tokens_total": tokens_total, "steady_tokens": steady_tokens,
         "errors": len(errors), "error_samples": errors[:3],
+        "busy_rejections": sum(1 for r in results if r.error == "HTTP 503"),
+        # SSE frames that carried tokens / tokens, both by receive time in the steady window (http and direct)
+        "frames_per_token": frames / handled if frames and handled else None,
         "latency_ms": {"p50": percentile(lat_steady, 50), "p90": percentile(lat_steady, 90),
                        "p99": percentile(lat_steady, 99), "max": max(lat_steady) if lat_steady else None},
         "latency_all_ms": {"p50": percentile(lat_all, 50), "p99": percentile(lat_all, 99)},

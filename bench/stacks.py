@@ -1,4 +1,5 @@
-"""Starting and stopping what is measured: the load upstream, our server, nginx, the reference app.
+"""What is measured, by name (`STACKS`), and starting and stopping it: the load upstream, our server, nginx, the
+reference app.
 
 Every process is started by us, pinned with os.sched_setaffinity in the child before exec, and stopped by its
 own pid. The server under test goes on the SUBJECT core, load (upstream + client) on the LOAD core.
@@ -22,6 +23,50 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 NGINX_DIR = ROOT / "nginx"
 ENV = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
+
+# The LiteLLM model of the `chat` deployment a stack streams through: `openai/` goes through the OpenAI SDK's chunk
+# models, `hosted_vllm/` is LiteLLM's route for any OpenAI-compatible server (the cheapest per chunk in
+# `python -m bench.routes`), both to the same bench upstream.
+OPENAI_ROUTE = "openai/bench"
+VLLM_ROUTE = "hosted_vllm/bench"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """How a named stack runs. kind: `direct` (the client reads the upstream), `litellm` (the client iterates a
+    Router in its own process), `app` (a pinchat server process), `reference` (bench/reference_app.py)."""
+
+    kind: str
+    what: str
+    route: str = OPENAI_ROUTE
+    module: str = "server"  # app kind: what `python -m` starts
+    loop: str | None = None  # app kind: the server's --loop (None: its default, uvloop when installed)
+    nginx: bool = False  # app kind: nginx/pinchat.conf.template in front
+    litellm_settings: str = "app"  # litellm kind: bench/load.py --litellm-settings
+
+    @property
+    def in_process(self) -> bool:
+        """Measured inside the load client's process (no server to start)."""
+        return self.kind in ("direct", "litellm")
+
+
+STACKS = {
+    "direct": Stack("direct", "the client reads the upstream itself: the floor"),
+    "litellm-only": Stack("litellm", "a LiteLLM Router iterated in the client, the app's LiteLLM settings, openai/"),
+    "litellm-only-vllm": Stack("litellm", "litellm-only on the hosted_vllm/ route", route=VLLM_ROUTE),
+    "app": Stack("app", "python -m server (uvloop when installed), openai/ route"),
+    "app-asyncio": Stack("app", "the app with --loop asyncio", loop="asyncio"),
+    "app-vllm": Stack("app", "the app on the hosted_vllm/ route", route=VLLM_ROUTE),
+    "app-asyncio-vllm": Stack("app", "the app with --loop asyncio on the hosted_vllm/ route", route=VLLM_ROUTE,
+                              loop="asyncio"),
+    "app+nginx": Stack("app", "the app behind nginx/pinchat.conf.template (plain HTTP listener)", nginx=True),
+    "reference": Stack("reference", "bench/reference_app.py: FastAPI + uvicorn + StreamingResponse, LiteLLM stock"),
+    "app-tuned": Stack("app", "the app with gc.freeze() + gen-0 threshold 10000 (bench/app_tuned.py)",
+                       module="bench.app_tuned"),
+    "litellm-stock": Stack("litellm", "litellm-only with LiteLLM's defaults", litellm_settings="stock"),
+    "litellm-lean": Stack("litellm", "litellm-only + gc.freeze() (bench/lean.py)", litellm_settings="lean"),
+}
+DEFAULT_STACKS = ["direct", "litellm-only", "app", "app+nginx", "reference"]
 
 
 def cores() -> tuple[set[int] | None, set[int] | None]:
@@ -94,7 +139,7 @@ class Upstream:
 
 @dataclass
 class Server:
-    """A subject HTTP stack: `app`, `app-tuned`, `reference`, or `app+nginx` (app + nginx in front)."""
+    """A subject HTTP stack: one of `STACKS` of kind `app` or `reference`."""
 
     name: str
     workdir: Path
@@ -104,10 +149,14 @@ class Server:
     url: str = ""
     logs: list[Path] = field(default_factory=list)
 
+    @property
+    def stack(self) -> Stack:
+        return STACKS[self.name]
+
     def models_yaml(self) -> Path:
         path = self.workdir / "models.yaml"
         path.write_text(json.dumps({"model_list": [{"model_name": "chat", "litellm_params": {
-            "model": "openai/bench", "api_base": f"{self.upstream_url}/v1", "api_key": "sk-bench"}}],
+            "model": self.stack.route, "api_base": f"{self.upstream_url}/v1", "api_key": "sk-bench"}}],
             "router_settings": {"num_retries": 0}}))
         return path
 
@@ -123,21 +172,23 @@ class Server:
         self.workdir.mkdir(parents=True, exist_ok=True)
         models = self.models_yaml()
         port = free_port()
-        if self.name == "reference":
+        stack = self.stack
+        if stack.kind == "reference":
             argv = [PY, "-m", "bench.reference_app", "--port", str(port), "--models", str(models)]
         else:
-            module = "bench.app_tuned" if self.name == "app-tuned" else "server"
             db = self.workdir / "bench.db"
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
             # One anonymous user on loopback drives every stream: no sign-in, no per-user limits.
-            argv = [PY, "-m", module, "--host", "127.0.0.1", "--port", str(port), "--db", str(db),
+            argv = [PY, "-m", stack.module, "--host", "127.0.0.1", "--port", str(port), "--db", str(db),
                     "--models", str(models), "--auth", "none", "--max-streams-per-user", "100000",
                     "--chats-per-minute", "100000"]
+            if stack.loop:
+                argv += ["--loop", stack.loop]
         proc = self._spawn(argv, self.name.replace("+", "_"))
         self.url = f"http://127.0.0.1:{port}"
         wait_http(f"{self.url}/api/health", 60, proc)
-        if self.name == "app+nginx":
+        if stack.nginx:
             self.url = self._start_nginx(f"127.0.0.1:{port}")
         return self
 
@@ -165,7 +216,7 @@ class Server:
     def pids(self) -> list[int]:
         """The server process(es) whose CPU and memory count: the app, plus nginx's master and workers."""
         pids = [p.pid for p in self.procs]
-        if self.name == "app+nginx":
+        if self.stack.nginx:
             nginx = self.procs[-1].pid
             try:
                 children = Path(f"/proc/{nginx}/task/{nginx}/children").read_text().split()

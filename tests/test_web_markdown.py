@@ -557,6 +557,8 @@ def md_view_module():
     try:
         sys.modules.pop("md_view", None)
         import md_view
+        assert not md_view.loaded()  # the page imports the renderer only once it is usable
+        md_view.load()
     finally:
         if saved is not None:
             sys.modules["dom"] = saved

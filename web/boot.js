@@ -58,7 +58,8 @@ async function appSource(name) {
 }
 
 // The Markdown renderer's pure-Python wheels (markdown-it-py, Pygments, latex2mathml...), vendored by
-// scripts/vendor_wheels.sh: fetched with the rest, unpacked into site-packages once Python runs.
+// scripts/vendor_wheels.sh: fetched (and checked) with the rest, but unpacked and imported only once the page is
+// usable (installRenderer): answers show as plain text for that moment, the composer ~0.8 s sooner.
 const WHEELS = "/vendor/wheels/";
 async function wheelFiles() {
   let resp;
@@ -94,10 +95,7 @@ async function boot() {
   const dir = "/home/pyodide/app";
   pyodide.FS.mkdirTree(dir);
   for (const [name, text] of await sources) pyodide.FS.writeFile(`${dir}/${name}`, text);
-  for (const [name, buf] of await wheels) {
-    try { pyodide.unpackArchive(buf, "wheel"); }
-    catch (e) { fail(`Cannot install ${name} in the Python runtime.`, String(e)); }
-  }
+  const rendererWheels = await wheels;
   // Shown (under the boot screen, which covers the page) before Python starts it: a hidden element cannot take
   // the focus, and the app focuses its composer (or the sign-in form) as it starts.
   document.getElementById("app").hidden = false;
@@ -109,10 +107,25 @@ async function boot() {
   document.getElementById("boot").remove();
   root.dataset.readyMs = String(Math.round(performance.now() - t0));
   root.dataset.appState = "ready";
+  return [pyodide, rendererWheels];
+}
+
+// After the page is usable: a failure here leaves answers as plain text (said on the console), not a dead page.
+async function installRenderer([pyodide, wheels]) {
+  try {
+    for (const [name, buf] of wheels) {
+      await new Promise((resolve) => setTimeout(resolve, 0));  // one wheel per task: input and frames go between
+      pyodide.unpackArchive(buf, "wheel");
+    }
+    await pyodide.runPythonAsync("import main\nawait main.install_renderer()");
+  } catch (e) {
+    root.dataset.renderer = "failed";
+    console.error("pinchat: the Markdown renderer could not be installed; answers stay plain text.", e);
+  }
 }
 
 const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error("timeout")), TIMEOUT_MS));
-Promise.race([boot(), timeout]).catch((e) => {
+Promise.race([boot(), timeout]).then(installRenderer, (e) => {
   if (e && e.message === "timeout") {
     fail(`The Python runtime did not start within ${TIMEOUT_MS / 1000} s.`,
          "Check the browser console; a .wasm served with the wrong MIME type makes loading hang.");

@@ -39,10 +39,13 @@ async def boot(page, server, user: str | None = None) -> float:
 
 
 async def wait_ready(page) -> None:
-    """Wait until the page's Python is up and shows the app or the sign-in form."""
+    """Wait until the page's Python is up and shows the app or the sign-in form, and its Markdown renderer is
+    loaded (it loads just after the page is usable; answers are plain text until then)."""
     await page.wait_for_selector("html[data-app-state=ready], html[data-app-state=error]", timeout=BOOT_TIMEOUT_MS)
     state = await page.get_attribute("html", "data-app-state")
     assert state == "ready", await page.inner_text("#boot")
+    await page.wait_for_selector("html[data-renderer=ready], html[data-renderer=warm]", state="attached",
+                                 timeout=BOOT_TIMEOUT_MS)
 
 
 async def sign_in(page, username: str, password: str) -> None:

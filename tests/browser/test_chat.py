@@ -21,6 +21,7 @@ from tests.browser.helpers import (
     send,
     tokens,
     wait_answer,
+    wait_ready,
     wait_text_contains,
 )
 
@@ -93,8 +94,8 @@ async def test_main_thread_and_two_pins_stream_at_once(app_page, app_server):
     await wait_text_contains(page, tid, "M3 ")
     await wait_text_contains(page, pin_a, "A3 ")
     await wait_text_contains(page, pin_b, "B文3 ")
+    samples = await sample_lengths(page, [tid, pin_a, pin_b], interval=0.1)  # before the (slow) screenshot
     await page.screenshot(path=str(ARTIFACTS / "main-and-two-pins.png"))
-    samples = await sample_lengths(page, [tid, pin_a, pin_b], interval=0.1)
     all_streaming = [s for s in samples if all(status == "streaming" for status, _ in s.values())]
     assert len(all_streaming) >= 3, f"the three answers did not stream at the same time: {samples}"
     # each grew while the others were streaming too
@@ -181,7 +182,7 @@ async def test_reload_restores_history_and_pins(app_page, app_server):
     partial = await answer_text(page, tid)
 
     await page.reload()
-    await page.wait_for_selector("html[data-app-state=ready]", timeout=60_000)
+    await wait_ready(page)
     await wait_answer(page, tid, "interrupted", index=1)
     first = await wait_answer(page, tid, "complete", index=0)
     assert await answer_text(page, tid, 0) == tokens("H", 10)

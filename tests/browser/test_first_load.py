@@ -23,6 +23,7 @@ from tests.browser.helpers import (
     send,
     tokens,
     wait_answer,
+    wait_ready,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -91,7 +92,7 @@ async def test_a_new_user_lands_ready_to_type(browser, app_server):
 
         # with a thread, a bare URL opens the most recent one, its composer focused
         await page.goto(app_server.url + "/")
-        await page.wait_for_selector("html[data-app-state=ready]")
+        await wait_ready(page)
         await page.wait_for_selector(f"{MAIN}[data-thread-id='{tid}']")
         assert await page.wait_for_function(FOCUSED_COMPOSER, arg=f"{MAIN}[data-thread-id='{tid}']")
         assert page.problems == []

@@ -498,3 +498,43 @@ async def test_screenshots_with_overlapping_pins(browser, app_server):
         print(json.dumps(shots))
     finally:
         await page.context.close()
+
+
+# Recorded when the root element's data-renderer changes: whether the composer was usable, and what the answer
+# showed at that moment (the renderer is imported only after the page is usable: web/boot.js installRenderer).
+RENDERER_WATCH = """
+window.__renderer = [];
+new MutationObserver(() => {
+    const state = document.documentElement.dataset.renderer;
+    if (!state || window.__renderer.some(r => r.state === state)) return;
+    const box = document.querySelector('[data-testid=composer]');
+    const answer = document.querySelector('.msg[data-role=assistant] .msg-body');
+    window.__renderer.push({state, composer: !!box && !box.disabled,
+                            answer: answer ? answer.textContent : null,
+                            strong: answer ? answer.querySelectorAll('strong').length : null});
+}).observe(document, {attributes: true, subtree: true, attributeFilter: ['data-renderer']});
+"""
+
+
+async def test_the_page_is_usable_before_the_renderer_and_answers_then_render(browser, app_server):
+    page = await new_page(browser)
+    try:
+        await boot(page, app_server)
+        tid = await new_thread(page)
+        await send(page, tid, "Bold " + reply("Some **bold** words.", chunk=5))
+        await wait_answer(page, tid, "complete")
+        await page.add_init_script(RENDERER_WATCH)
+        await page.reload()
+        await page.wait_for_selector("html[data-renderer=warm]", state="attached", timeout=60_000)
+        states = await page.evaluate("() => window.__renderer")
+        assert [s["state"] for s in states] == ["ready", "warm"], states
+        ready = states[0]
+        assert ready["composer"], "the composer was not usable before the Markdown renderer loaded"
+        # until the renderer's first frame the answer is its source as plain text, then Markdown
+        assert ready["answer"] == "Some **bold** words." and ready["strong"] == 0, ready
+        shown = await page.evaluate(f"() => {{ const b = {body(tid)}; return [b.textContent, "
+                                    f"b.querySelectorAll('strong').length, b.classList.contains('md')]; }}")
+        assert shown == ["Some bold words.", 1, True]
+        assert page.problems == []
+    finally:
+        await page.context.close()

@@ -20,7 +20,8 @@ import gc
 
 import api
 import dom
-import markdown_render
+import md_view
+import message_view
 import tree
 from contract import ApiError, merge_thread
 from dom import Listeners, Tasks
@@ -68,7 +69,6 @@ class App:
         else:
             self.open_thread(main_id, pins=hash_state.get("p", []))
             self.view.panels[main_id].focus()
-        self.spawn(warm_up())
 
     async def refresh_list(self) -> bool:
         try:
@@ -373,14 +373,33 @@ class App:
         api.replace_location(format_hash(self.view.main_id, self.view.pin_ids))
 
 
+_warming: list[asyncio.Task] = []  # keeps the warm-up task alive (asyncio holds tasks only weakly)
+
+
+async def install_renderer() -> None:
+    """Called by boot.js once the page is usable and the renderer's wheels are unpacked: import the renderer
+    (answers shown so far as plain text become Markdown), then warm it up in the background. The root element's
+    `data-renderer` says how far it got: `ready`, then `warm` (tests and benchmarks wait for them)."""
+    await asyncio.sleep(0)  # the first paint of the usable page goes first
+    md_view.load()
+    message_view.render_as_markdown()
+    if APP is not None:
+        APP.view.rerender()
+    dom.document.documentElement.dataset.renderer = "ready"
+    _warming.append(asyncio.ensure_future(warm_up()))
+
+
 async def warm_up() -> None:
     """Pay the renderer's first-use costs (lexers, latex2mathml: up to ~90 ms each) in small steps while the user
     reads the page, not inside the frame of a first answer's first token. Then take everything loaded so far out
     of the cycle collector's walks: a full collection would otherwise visit all of it at every pass."""
+    import markdown_render
+
     for step in markdown_render.warm_up_steps():
         await asyncio.sleep(0.02)  # one step per turn of the browser's loop: input and frames go first
         step()
     gc.freeze()
+    dom.document.documentElement.dataset.renderer = "warm"
 
 
 def set_app(app: App | None) -> None:

@@ -20,6 +20,7 @@ it marks all of it. The `<math>` element carries the span too (`start`, `end`): 
 from __future__ import annotations
 
 import bisect
+import functools
 import html
 import re
 from urllib.parse import urlsplit
@@ -219,8 +220,7 @@ def mathml(latex: str, display: bool, start: int, end: int) -> Node:
     map to the whole construct `[start, end)` (atomic, see the module doc). Unparsable LaTeX shows as code with
     class `math-error`."""
     try:
-        from latex2mathml.converter import convert_to_element
-        root = convert_to_element(latex, display="block" if display else "inline")
+        root = _converted(latex, display)
     except Exception:  # noqa: BLE001 - any failure of the converter: show the source
         return Node("code", {"class": "math-error"}, [_atom_text(latex, start, end)])
     node = _from_xml(root, start, end)
@@ -229,6 +229,14 @@ def mathml(latex: str, display: bool, start: int, end: int) -> Node:
     for i, t in enumerate(texts):
         t.atom = (i == 0, i == len(texts) - 1)
     return node
+
+
+@functools.lru_cache(maxsize=256)
+def _converted(latex: str, display: bool):
+    """latex2mathml's element (only read afterwards): a streaming answer's formula is converted again at every frame
+    until its block is finished, so the same formula is converted once."""
+    from latex2mathml.converter import convert_to_element
+    return convert_to_element(latex, display="block" if display else "inline")
 
 
 def _from_xml(el, start: int, end: int) -> Node:
@@ -267,14 +275,21 @@ def patch_tail(text: str, tokens) -> str:
     return _close_inline(text, last.content)
 
 
+_DELIMITER = re.compile(r"[\\`*_~]")
+
+
 def _close_inline(text: str, content: str) -> str:
     stack: list[tuple[str, int, int]] = []  # (char, run length, index in content after the run)
     code = code_at = 0  # length and index of the open backtick run
     i, n = 0, len(content)
     while i < n:
+        found = _DELIMITER.search(content, i)  # a regex jumps over plain text (this runs at every frame)
+        if found is None:
+            break
+        i = found.start()
         c = content[i]
-        if c == "\\" and not code:
-            i += 2
+        if c == "\\":
+            i += 1 if code else 2  # an escape, except inside a code span
             continue
         j = i
         while j < n and content[j] == c:

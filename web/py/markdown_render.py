@@ -391,12 +391,15 @@ class _Builder:
 
     def aligned(self, text: str, pos: int, limit: int) -> tuple[Node, int]:
         """A text node for `text`, found in src[pos:limit] verbatim or through escapes, entities and line breaks."""
-        first = text[:1]
+        first, n = text[:1], len(text)
         tries = 0
         for j in range(pos, limit):
             c = self.src[j]
             if c != first and c not in "\\&\n":
                 continue
+            if j + n <= min(limit, self.max) and self.src.startswith(text, j):
+                # verbatim, the common case: no per-character offsets to find or to keep
+                return text_node(text, [self.off(j), self.off(j + n)], self.off(j)), j + n
             got = self.match_at(text, j, limit)
             if got is not None:
                 return text_node(text, [self.off(o) for o in got], self.off(got[0])), got[-1]

@@ -13,16 +13,32 @@
   here is remembered with its Node meta and the offset of its first character in that meta: a block's `texts` is
   one flat list of (node, meta, offset) triples, not a tuple per node, to keep the objects the collector walks few).
 
+* Loading: the renderer (markdown-it and its plugins, ~0.5-0.7 s to import in Pyodide; markdown_parts' `html` and
+  `urllib.parse` alone ~0.2 s) is imported by `load()`
+  after the page is usable, not before (boot.js unpacks its wheels once the composer shows); until then
+  message_view shows answers as plain text and `loaded()` is False.
+
 Model text only ever becomes Text nodes; elements and attributes come from the Node tree (allow-listed there).
 """
 
 from __future__ import annotations
 
 import dom
-from markdown_parts import marks, selection_range
-from markdown_render import MarkdownStream, render_blocks
 
-__all__ = ["MarkdownBody"]
+__all__ = ["MarkdownBody", "load", "loaded"]
+
+_renderer = None  # the markdown_render module, once `load()` imported it
+
+
+def load() -> None:
+    """Import the renderer (its wheels must be unpacked by then)."""
+    global _renderer
+    import markdown_render
+    _renderer = markdown_render
+
+
+def loaded() -> bool:
+    return _renderer is not None
 
 
 class _Shown:
@@ -35,17 +51,21 @@ class _Shown:
 class MarkdownBody:
     """The `.md` body of one assistant message."""
 
-    def __init__(self, container) -> None:
+    def __init__(self, container, replacing: bool = False) -> None:
+        """`replacing`: the container shows something else (the plain text shown while the renderer loaded); it is
+        cleared in the same frame the Markdown is put in, so nothing flashes empty."""
         self.container = container
-        container.classList.add("md")
-        self.stream: MarkdownStream | None = None
+        self.replacing = replacing
+        if not replacing:
+            container.classList.add("md")
+        self.stream = None  # a markdown_render.MarkdownStream once streamed here
         self.entries: list[_Shown] = []  # in block order; their nodes are the container's children, in order
         self.anchors: tuple = ()  # the pins the entries were drawn with
         self.builds = 0  # blocks built so far (tests and benchmarks read it)
 
     def update(self, source: str) -> None:
         if self.stream is None:
-            self.stream = MarkdownStream()
+            self.stream = _renderer.MarkdownStream()
         blocks = self.stream.update(source)
         self._show(blocks, (), self.stream.stable)
 
@@ -55,11 +75,15 @@ class MarkdownBody:
             blocks = self.stream.update(source)
             self._show(blocks, anchors, self.stream.stable)
         else:
-            self._show(render_blocks(source), anchors, 0)
+            self._show(_renderer.render_blocks(source), anchors, 0)
 
     def _show(self, blocks, anchors, stable: int) -> None:
         """Blocks `[:stable]` are the objects shown last time (markdown_render.MarkdownStream.stable): with the same
         pins their entries and DOM stay as they are, unvisited, so a frame costs the changed tail, not the answer."""
+        if self.replacing:
+            self.replacing = False
+            self.container.textContent = ""
+            self.container.classList.add("md")
         keep = min(stable, len(self.entries)) if anchors == self.anchors else 0
         while keep and self.entries[keep - 1].block is not blocks[keep - 1]:
             keep -= 1  # (never in practice: the stream's stable blocks are the same objects)
@@ -138,7 +162,7 @@ class MarkdownBody:
         cuts = []
         if pins and not n.chrome:
             for pin_id, start, end in pins:
-                cuts.extend((lo, hi, pin_id) for _, lo, hi in marks(n, start, end))
+                cuts.extend((lo, hi, pin_id) for _, lo, hi in _renderer.marks(n, start, end))
         if not cuts:
             node = dom.text(n.text)
             parent.appendChild(node)
@@ -170,7 +194,7 @@ class MarkdownBody:
         start, end = index.get(a[0].js_id), index.get(b[0].js_id)
         if start is None or end is None:
             return None
-        lo, hi = selection_range(start[0], start[1] + _points(a), end[0], end[1] + _points(b))
+        lo, hi = _renderer.selection_range(start[0], start[1] + _points(a), end[0], end[1] + _points(b))
         return (lo, hi) if hi > lo else None
 
 

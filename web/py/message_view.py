@@ -4,17 +4,25 @@ changed blocks are rebuilt at each frame); a user message stays plain text: a st
 appended to one Text node (`appendData`). Model text is only ever inserted as text, never as HTML, so a token such
 as `<script>` shows as those characters. A finished answer shows its pins' anchors as `<mark class=pin-anchor>`.
 
+Until the renderer is loaded (md_view.load, just after the page became usable) an answer is shown like a user
+message, as plain text; `render_as_markdown()` then switches every such view to Markdown (the next render shows it).
+
 Test hooks: each message has `data-message-id`, `data-role`, `data-status`, `data-kind`.
 """
 
 from __future__ import annotations
 
+import weakref
+
 import dom
+import md_view
 from dom import el
 from md_view import MarkdownBody
 from store import Message
 
-__all__ = ["MessageView", "role_label", "STATUS_LABELS"]
+__all__ = ["MessageView", "role_label", "render_as_markdown", "STATUS_LABELS"]
+
+_plain_answers: weakref.WeakSet = weakref.WeakSet()  # answers shown as plain text while the renderer loads
 
 STATUS_LABELS = {"streaming": "streaming…", "interrupted": "interrupted", "error": "error"}
 
@@ -40,7 +48,12 @@ class MessageView:
         self.node.appendChild(head)
         self.body = el("div", "msg-body")
         self.node.appendChild(self.body)
-        self.md = MarkdownBody(self.body) if message.role == "assistant" else None
+        self.md = None
+        if message.role == "assistant":
+            if md_view.loaded():
+                self.md = MarkdownBody(self.body)
+            else:
+                _plain_answers.add(self)
         self.error = el("div", "msg-error")
         self.error.hidden = True
         self.node.appendChild(self.error)
@@ -51,6 +64,13 @@ class MessageView:
         self.status = None
         self.id = None
         self.error_shown = None
+
+    def to_markdown(self) -> None:
+        """Show this answer as Markdown from its next render on (which replaces the plain text)."""
+        self.md = MarkdownBody(self.body, replacing=True)
+        self.text_node = None
+        self.parts_shown = self.chars_shown = 0
+        self.anchors_sig = None
 
     def render(self, message: Message, anchors: list[tuple[int, int, int]]) -> None:
         if message.id != self.id:
@@ -127,3 +147,9 @@ class MessageView:
         if pos < len(content) or not anchors:
             self.body.appendChild(dom.text(content[pos:]))
 
+
+def render_as_markdown() -> None:
+    """The renderer is loaded: every answer shown as plain text so far becomes Markdown at its next render."""
+    for view in list(_plain_answers):
+        view.to_markdown()
+    _plain_answers.clear()

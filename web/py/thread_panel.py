@@ -125,14 +125,21 @@ class ThreadPanel:
 
     # ---- rendering --------------------------------------------------------------------------------------------
 
-    def render(self) -> None:
+    def near_bottom(self) -> bool:
+        """Whether the message list is scrolled to (near) its end: it then follows the answer as it grows. Reading
+        it lays the page out, so a frame reads it for every panel before any of them changes the DOM."""
+        return self.list.scrollHeight - self.list.scrollTop - self.list.clientHeight < 60
+
+    def render(self, follow: bool | None = None) -> bool:
+        """Show the thread's state; returns whether the list should now be scrolled to its end (`follow_end`).
+        `follow`: `near_bottom()` as read before this frame's DOM changes (read here when not given)."""
         state = self.store.get(self.thread_id)
         self.renders += 1
         self.node.dataset.renders = str(self.renders)
         if state is None:
-            return
+            return False
+        near_bottom = self.near_bottom() if follow is None else follow
         self._render_head(state)
-        near_bottom = self.list.scrollHeight - self.list.scrollTop - self.list.clientHeight < 60
         self._render_messages(state)
         error = state.error.get("message") if state.error else None
         if error and any(m.error is state.error for m in state.messages[-2:]):
@@ -147,8 +154,12 @@ class ThreadPanel:
         self.send.disabled = state.streaming
         self.stop.disabled = not state.streaming or state.stopping
         self.node.classList.toggle("is-streaming", state.streaming)
-        if near_bottom:
-            self.list.scrollTop = self.list.scrollHeight
+        if follow is None and near_bottom:
+            self.follow_end()
+        return near_bottom
+
+    def follow_end(self) -> None:
+        self.list.scrollTop = self.list.scrollHeight
 
     def _render_head(self, state: ThreadState) -> None:
         title = tree.label(self.store, self.thread_id)

@@ -109,9 +109,14 @@ class View:
         self._frame_pending = False
         self.frames += 1
         dirty, self._dirty = self._dirty, set()
-        for panel in dirty:
-            if self.panels.get(panel.thread_id) is panel:
-                panel.render()
+        panels = [panel for panel in dirty if self.panels.get(panel.thread_id) is panel]
+        # Layout is read for all panels first, then the DOM is changed, then scrolled: one page layout per
+        # frame instead of one per panel (reading scrollHeight after another panel's change forces a layout).
+        follow = [panel.near_bottom() for panel in panels]
+        follow = [panel.render(stick) for panel, stick in zip(panels, follow)]
+        for panel, stick in zip(panels, follow):
+            if stick:
+                panel.follow_end()
         if self._sidebar_dirty:
             self._sidebar_dirty = False
             self.render_sidebar()
@@ -125,6 +130,13 @@ class View:
         if self._merge_dirty:
             self._merge_dirty = False
             self.merge.render()
+
+    def rerender(self) -> None:
+        """Render every open panel and the merge dialog again at the next frame (e.g. once the Markdown renderer
+        is loaded)."""
+        self._dirty.update(self.panels.values())
+        self._merge_dirty = True
+        self.schedule()
 
     def _on_list_change(self) -> None:
         self._sidebar_dirty = True
