@@ -587,7 +587,7 @@ def test_a_frame_touches_the_tail_not_the_answer():
         stream = view.stream
         tail = stream.blocks[stream.stable:]
         base = stream.blocks[stream.stable - 1].end if stream.stable else 0
-        assert stream.parsed_chars == len(stream.source) - base
+        assert stream.parsed_chars in (0, len(stream.source) - base)  # 0: words added to a paragraph, not parsed
         worst_parsed = max(worst_parsed, stream.parsed_chars)
         worst_visited = max(worst_visited, len(tail))
         worst_ops = max(worst_ops, FakeNode.ops)
@@ -598,6 +598,30 @@ def test_a_frame_touches_the_tail_not_the_answer():
     assert worst_parsed <= longest_two + 200  # the open block and the one before it (+ the blank lines around)
     assert worst_visited <= 6 and worst_ops <= 8
     assert view.container.text() == "".join(b.node.visible_text() for b in render_blocks(source))
+
+
+@pytest.mark.parametrize("rows", [
+    ["| n | square |\n", "|---|---:|\n"] + [f"| {i} | **{i * i}** |\n" for i in range(40)],
+    [f"- item {i} with `code` and $x^{i}$\n" for i in range(40)],
+])
+def test_a_growing_table_or_list_keeps_the_dom_of_its_finished_rows(rows):
+    """The open block is rebuilt at each frame, but its unchanged rows / items (and their formulas) keep their DOM:
+    the nodes created per frame stay a handful however long the table or list grows, and the text is right."""
+    module = md_view_module()
+    created = []
+    real_element = module.dom.element
+    module.dom.element = lambda tag, ns=None: created.append(tag) or real_element(tag, ns)
+    view = module.MarkdownBody(body())
+    source, per_frame = "", []
+    for row in rows:
+        source += row
+        created.clear()
+        view.update(source)
+        per_frame.append(len(created))
+    assert max(per_frame[5:]) <= 16, per_frame  # one row or item (a formula's MathML included) plus the block's shell
+    assert view.container.text() == "".join(b.node.visible_text() for b in render_blocks(source))
+    rows_dom = [k for k in view.entries[-1].node.kids if k.tag is not None]
+    assert rows_dom, "the block has no DOM"
 
 
 def test_the_end_of_a_stream_rebuilds_no_block():
@@ -669,3 +693,52 @@ def profile_stream(tokens=8000, per_frame=4):
 
 if __name__ == "__main__":
     profile_stream(int(sys.argv[1]) if len(sys.argv) > 1 else 8000)
+
+
+VOCAB = ["word", "Word", " ", " ", "  ", "\n", "\n\n", ".", ",", "!", "?", "'", '"', "-", "~", "~~", "*", "**", "_",
+         "`", "$", "[", "]", "(", ")", ":", "//", "@", "www", "www.", "example", "com", "1.", "1", "#", ">", "|",
+         "=", "&amp;", "\\", "é", "中文", "🙂", "http", "Title\n===\n", "- item", "```py\n", "\t", "%", "/", "^", "+"]
+
+
+def check_stream_equals_full_parse(tokens, reference=None) -> int:
+    """Stream `tokens` one at a time: after each, the blocks equal a parse of the whole text from scratch (or, with
+    `reference`, what `reference(source)` returns). Returns how many updates took the no-parse path
+    (markdown_append.extend_paragraph)."""
+    stream, source, unparsed = MarkdownStream(), "", 0
+    for token in tokens:
+        source += token
+        got = stream.update(source)
+        unparsed += stream.parsed_chars == 0
+        want = reference(source) if reference else render_blocks(source)
+        assert [(b.kind, b.start, b.end, b.text, b.last) for b in got] == \
+            [(b.kind, b.start, b.end, b.text, b.last) for b in want], repr(source[-200:])
+        assert [b.node for b in got] == [b.node for b in want], repr(source[-200:])
+    return unparsed
+
+
+def parsing_stream():
+    """A MarkdownStream's `update` with the no-parse path turned off: every update parses its tail."""
+    import markdown_render
+    stream = MarkdownStream()
+
+    def update(source):
+        saved, markdown_render.extend_paragraph = markdown_render.extend_paragraph, lambda *args: None
+        try:
+            return stream.update(source)
+        finally:
+            markdown_render.extend_paragraph = saved
+    return update
+
+
+def test_words_added_to_a_paragraph_render_as_a_parse_would():
+    """The no-parse path for words appended to the open paragraph gives exactly the blocks a parse gives: on the
+    benchmark's plain and Markdown-heavy streams (= a full parse from scratch) and on random streams of Markdown's
+    special characters (= the same stream parsing its tail at every update)."""
+    plain = [f"~{1732461234 + i}.123456~ " for i in range(200)]  # the benchmark's plain tokens
+    assert check_stream_equals_full_parse(plain) >= 195  # almost every token of plain text is not parsed
+    assert check_stream_equals_full_parse(bench_md_tokens(300)) >= 40
+    rng = random.Random(7)
+    unparsed = 0
+    for _ in range(40):
+        unparsed += check_stream_equals_full_parse([rng.choice(VOCAB) for _ in range(150)], parsing_stream())
+    assert unparsed >= 50  # the random streams did go through the no-parse path

@@ -304,7 +304,7 @@ def _close_inline(text: str, content: str) -> str:
             intraword = c == "_" and before.isalnum() and after.isalnum()
             if right and not intraword and stack and stack[-1][0] == c and stack[-1][1] == run:
                 stack.pop()
-            elif (left or j == n) and not intraword and (c != "~" or run <= 2):
+            elif (left or j == n) and not intraword and (c != "~" or run == 2):
                 stack.append((c, run, j))
         i = j
     if code:  # close the code span, or drop its opener when nothing follows it yet

@@ -29,6 +29,7 @@ from mdit_py_plugins.gfm_autolink import gfm_autolink_plugin
 from mdit_py_plugins.tasklists import tasklists_plugin
 from mdit_py_plugins.texmath import texmath_plugin
 
+from markdown_append import extend_paragraph
 from markdown_parts import (Node, chrome_text, highlight, image_placeholder, mark_long_cells, marks, mathml, patch_tail,
                             safe_href, selection_range, source_offset, text_node, text_nodes)
 
@@ -70,9 +71,18 @@ class MarkdownStream:
     def update(self, source: str) -> list[Block]:
         """Nothing here is O(answer) when text is appended: the parse starts at the second-to-last block and only
         the blocks from there on are looked at (no cache of the whole list, no walk over the finished blocks)."""
+        grown = None
+        if self.blocks and self.blocks[-1].kind == "paragraph" and len(source) > len(self.source) \
+                and source.startswith(self.source):
+            grown = extend_paragraph(self.blocks[-1].node, self.source, source)  # words added to the paragraph
         if self.blocks and source == self.source:  # nothing new (e.g. the view's final `show` of what it streamed)
             n, fresh = len(self.blocks), []
             self.rendered = self.parsed_chars = 0
+        elif grown is not None:
+            n, start = len(self.blocks) - 1, self.blocks[-1].start
+            fresh = [Block("paragraph", start, len(source), source[start:], grown, True)]
+            self.blocks[n:] = fresh
+            self.rendered, self.parsed_chars = 1, 0
         else:
             n = 0
             if self.blocks and source.startswith(self.source):

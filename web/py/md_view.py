@@ -3,7 +3,8 @@
 * Streaming: `update(source)` at each frame. markdown_render.MarkdownStream returns the same Block object for a
   block whose text did not change: its DOM is kept (`old is new`), only changed blocks are rebuilt, gone ones
   removed; the leading blocks it reports `stable` are not even visited, so a frame costs the tail, not the answer.
-  Inside a rebuilt code block, finished `span.code-chunk` Nodes come back identical and keep their DOM.
+  Inside a rebuilt block, the parts that did not change (finished `span.code-chunk`s of a code block, which come
+  back as the same Node objects, and equal table rows, list items, quotes and formulas) keep their DOM (`_PARTS`).
 * Finished: `show(source, anchors)` (one-off with `render_blocks` when nothing was streamed here). Each pin anchor
   `(pin_id, start, end)` (source offsets) is drawn as `<mark class=pin-anchor data-pin-id>` around the DOM text it
   covers (`markdown_parts.marks`), across formatting; where pins overlap, the text is wrapped once with class
@@ -42,10 +43,10 @@ def loaded() -> bool:
 
 
 class _Shown:
-    __slots__ = ("block", "node", "texts", "chunks", "pins")
+    __slots__ = ("block", "node", "texts", "parts", "pins")
 
-    def __init__(self, block, node, texts, chunks, pins):
-        self.block, self.node, self.texts, self.chunks, self.pins = block, node, texts, chunks, pins
+    def __init__(self, block, node, texts, parts, pins):
+        self.block, self.node, self.texts, self.parts, self.pins = block, node, texts, parts, pins
 
 
 class MarkdownBody:
@@ -117,35 +118,36 @@ class MarkdownBody:
     def _build(self, block, pins, old) -> _Shown:
         self.builds += 1
         texts: list = []
-        chunks: dict = {}
-        reuse = old.chunks if old is not None and not pins and not old.pins else {}
+        parts: dict = {}
+        reuse = old.parts if old is not None and not pins and not old.pins else {}
         holder = dom.element("div")
-        self._append(holder, block.node, pins, texts, chunks, reuse)
+        self._append(holder, block.node, pins, texts, parts, reuse, ())
         node = holder.firstChild if holder.childNodes.length == 1 and holder.firstChild.nodeType == 1 else holder
         if node is not holder:
             node.remove()
-        return _Shown(block, node, texts, chunks, pins)
+        return _Shown(block, node, texts, parts, pins)
 
-    def _append(self, parent, n, pins, texts, chunks, reuse) -> None:
+    def _append(self, parent, n, pins, texts, parts, reuse, path) -> None:
+        """`path`: the child indices from the block's root; `reuse`: the last build's parts by path."""
         if n.tag is None:
             self._append_text(parent, n, pins, texts)
             return
-        cached = reuse.get(id(n))
-        if cached is not None and cached[0] is n:
+        cached = reuse.get(path)
+        if cached is not None and (cached[0] is n or cached[0] == n):
             parent.appendChild(cached[1])
             texts.extend(cached[2])
-            chunks[id(n)] = cached
+            parts[path] = cached
             return
         node = dom.element(n.tag, n.ns)
         for name, value in n.attrs.items():
             node.setAttribute(name, value)
-        is_chunk = n.attrs.get("class") == "code-chunk"
-        mine = [] if is_chunk else texts
+        is_part = n.tag in _PARTS or n.attrs.get("class") == "code-chunk"
+        mine = [] if is_part else texts
         inner_pins = () if n.ns else pins  # no <mark> inside MathML
-        for child in n.children:
-            self._append(node, child, inner_pins, mine, chunks, reuse)
-        if is_chunk:
-            chunks[id(n)] = (n, node, mine)
+        for i, child in enumerate(n.children):
+            self._append(node, child, inner_pins, mine, parts, reuse, (*path, i))
+        if is_part:
+            parts[path] = (n, node, mine)
             texts.extend(mine)
         if n.tag == "math" and pins:
             covering = [p for p in pins if p[1] < n.end and p[2] > n.start]
@@ -196,6 +198,12 @@ class MarkdownBody:
             return None
         lo, hi = _renderer.selection_range(start[0], start[1] + _points(a), end[0], end[1] + _points(b))
         return (lo, hi) if hi > lo else None
+
+
+# The parts of a block whose DOM a rebuild of the block takes over when they are unchanged (a growing table's
+# finished rows, a list's finished items, formulas, a code block's finished chunks): comparing Node trees in
+# Python costs less than building their DOM again through the FFI.
+_PARTS = frozenset({"tr", "li", "math", "blockquote"})
 
 
 def _mark(covering, extra: str = ""):
