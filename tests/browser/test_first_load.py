@@ -55,6 +55,14 @@ async def assert_no_sideways_scroll(page) -> None:
     assert all(extra <= 0 for extra in widths["workspace"]), str(widths)
 
 
+async def main_thread_other_than(page, previous: int) -> int:
+    """Wait until the main panel shows a thread other than `previous`; its id."""
+    await page.wait_for_function(
+        "(prev) => { const p = document.querySelector('section.panel-main');"
+        " return p && p.dataset.threadId && p.dataset.threadId !== String(prev); }", arg=previous)
+    return int(await page.locator(MAIN).get_attribute("data-thread-id"))
+
+
 async def new_context_page(browser, **options):
     context = await browser.new_context(**options)
     page = await context.new_page()
@@ -133,10 +141,7 @@ async def test_typing_right_after_new_thread_goes_to_the_new_thread(app_page, ap
     await page.click("[data-testid=new-thread]")
     await page.keyboard.insert_text(text)
     await page.keyboard.press("Enter")
-    await page.wait_for_function(
-        "(prev) => { const p = document.querySelector('section.panel-main');"
-        " return p && p.dataset.threadId && p.dataset.threadId !== String(prev); }", arg=previous)
-    tid = int(await page.locator(MAIN).get_attribute("data-thread-id"))
+    tid = await main_thread_other_than(page, previous)
     await wait_answer(page, tid, "complete")
     assert app_server.get(f"/api/threads/{tid}")["messages"][0]["content"] == text
     assert app_server.get(f"/api/threads/{previous}")["messages"] == []
@@ -148,10 +153,7 @@ async def test_typing_right_after_new_thread_goes_to_the_new_thread(app_page, ap
     box = page.locator("section.panel-main [data-testid=composer]")
     await box.fill(text)
     await box.press("Enter")
-    await page.wait_for_function(
-        "(prev) => { const p = document.querySelector('section.panel-main');"
-        " return p && p.dataset.threadId && p.dataset.threadId !== String(prev); }", arg=tid)
-    second = int(await page.locator(MAIN).get_attribute("data-thread-id"))
+    second = await main_thread_other_than(page, tid)
     await wait_answer(page, second, "complete")
     assert app_server.get(f"/api/threads/{second}")["messages"][0]["content"] == text
     assert len(app_server.get(f"/api/threads/{tid}")["messages"]) == 2

@@ -1,7 +1,7 @@
 """The DOM helpers the views build on: the only view-side module that touches `js` / `pyodide`.
 
 * `el()` makes an element (text only ever as text, never as HTML); `text()` a Text node; `closest()` is
-  Element.closest for any node.
+  Element.closest for any node; `composer()` a panel's message box and `sends()` its Enter-to-send rule.
 * `Listeners` adds event listeners through kept `create_proxy` objects and removes + destroys them on `clear()`
   (a bare Python function would be a borrowed proxy, destroyed right after `addEventListener` returns).
 * `element()` makes an element in a namespace (MathML) or not; `text_position()` turns a DOM Range boundary into
@@ -19,7 +19,8 @@ import asyncio
 import js
 from pyodide.ffi import create_once_callable, create_proxy
 
-__all__ = ["document", "window", "Listeners", "Tasks", "el", "text", "closest", "options", "next_frame", "scroll_into_view",
+__all__ = ["document", "window", "Listeners", "Tasks", "el", "composer", "sends",
+           "text", "closest", "options", "next_frame", "scroll_into_view",
            "selection", "new_range", "window_box", "by_id", "log_error", "set_title", "page_visible", "element",
            "text_position", "copy_text", "after"]
 
@@ -88,6 +89,23 @@ def el(tag: str, cls: str | None = None, text: str | None = None, **attrs):
     for name, value in attrs.items():
         node.setAttribute(name.replace("_", "-"), str(value))
     return node
+
+
+def composer(placeholder: str, **input_attrs):
+    """A panel's message box: (form, textarea, Send button, the buttons' row). Enter sends (`sends`)."""
+    form = el("form", "composer")
+    box = el("textarea", "composer-input", data_testid="composer", rows=2, placeholder=placeholder, **input_attrs)
+    send = el("button", "send-button", "Send", type="submit", data_testid="send")
+    buttons = el("div", "composer-buttons")
+    buttons.appendChild(send)
+    form.appendChild(box)
+    form.appendChild(buttons)
+    return form, box, send, buttons
+
+
+def sends(event) -> bool:
+    """A keydown that sends the message: Enter, not Shift+Enter (a new line), not while an IME composes."""
+    return event.key == "Enter" and not event.shiftKey and not event.isComposing
 
 
 def text(value: str):

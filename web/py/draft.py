@@ -11,7 +11,7 @@ Test hooks: the panel is `section.panel-main[data-draft=true]` (no `data-thread-
 
 from __future__ import annotations
 
-from dom import Listeners, el
+from dom import Listeners, composer, el, sends
 
 __all__ = ["DraftPanel"]
 
@@ -33,14 +33,7 @@ class DraftPanel:
         self.error = el("div", "panel-error", role="alert", data_testid="thread-error")
         self.error.hidden = True
         self.node.appendChild(self.error)
-        form = el("form", "composer")
-        self.input = el("textarea", "composer-input", data_testid="composer", rows=2,
-                        placeholder="Message… (Enter to send)", aria_label="Message")
-        self.send = el("button", "send-button", "Send", type="submit", data_testid="send")
-        buttons = el("div", "composer-buttons")
-        buttons.appendChild(self.send)
-        form.appendChild(self.input)
-        form.appendChild(buttons)
+        form, self.input, self.send, _ = composer("Message… (Enter to send)", aria_label="Message")
         self.node.appendChild(form)
         self.listeners.add(form, "submit", self._on_submit)
         self.listeners.add(self.input, "keydown", self._on_key)
@@ -50,7 +43,7 @@ class DraftPanel:
         self.submit()
 
     def _on_key(self, event) -> None:
-        if event.key == "Enter" and not event.shiftKey and not event.isComposing:
+        if sends(event):
             event.preventDefault()
             self.submit()
 

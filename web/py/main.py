@@ -373,7 +373,7 @@ class App:
         api.replace_location(format_hash(self.view.main_id, self.view.pin_ids))
 
 
-_warming: list[asyncio.Task] = []  # keeps the warm-up task alive (asyncio holds tasks only weakly)
+_background = Tasks()  # the warm-up: kept alive, and logged if it fails
 
 
 async def install_renderer() -> None:
@@ -386,7 +386,7 @@ async def install_renderer() -> None:
     if APP is not None:
         APP.view.rerender()
     dom.document.documentElement.dataset.renderer = "ready"
-    _warming.append(asyncio.ensure_future(warm_up()))
+    _background.spawn(warm_up())
 
 
 async def warm_up() -> None:

@@ -15,9 +15,8 @@
   one flat list of (node, meta, offset) triples, not a tuple per node, to keep the objects the collector walks few).
 
 * Loading: the renderer (markdown-it and its plugins, ~0.5-0.7 s to import in Pyodide; markdown_parts' `html` and
-  `urllib.parse` alone ~0.2 s) is imported by `load()`
-  after the page is usable, not before (boot.js unpacks its wheels once the composer shows); until then
-  message_view shows answers as plain text and `loaded()` is False.
+  `urllib.parse` alone ~0.2 s) is imported by `load()` after the page is usable, not before (boot.js unpacks its
+  wheels once the composer shows); until then message_view shows answers as plain text and `loaded()` is False.
 
 Model text only ever becomes Text nodes; elements and attributes come from the Node tree (allow-listed there).
 """

@@ -9,7 +9,7 @@ Test hooks: the panel has `data-thread-id`; controls have `data-testid` (`compos
 from __future__ import annotations
 
 import tree
-from dom import Listeners, closest, el
+from dom import Listeners, closest, composer, el, sends
 from message_view import MessageView
 from store import Message, ThreadState
 
@@ -61,16 +61,10 @@ class ThreadPanel:
         self.suggestions_shown: tuple | None = None
         self.node.appendChild(self.suggestions)
 
-        form = el("form", "composer")
-        self.input = el("textarea", "composer-input", data_testid="composer", rows=2,
-                        placeholder="Ask in this pin…" if is_pin else "Message… (Enter to send)")
-        self.send = el("button", "send-button", "Send", type="submit", data_testid="send")
+        placeholder = "Ask in this pin…" if is_pin else "Message… (Enter to send)"
+        form, self.input, self.send, buttons = composer(placeholder)
         self.stop = el("button", "stop-button", "Stop", type="button", data_testid="stop", title="Stop (Esc)")
-        buttons = el("div", "composer-buttons")
-        buttons.appendChild(self.send)
         buttons.appendChild(self.stop)
-        form.appendChild(self.input)
-        form.appendChild(buttons)
         self.node.appendChild(form)
 
         self.listeners.add(form, "submit", self._on_submit)
@@ -99,7 +93,7 @@ class ThreadPanel:
             self.input.value = ""
 
     def _on_key(self, event) -> None:
-        if event.key == "Enter" and not event.shiftKey and not event.isComposing:
+        if sends(event):
             event.preventDefault()
             self.submit()
         elif event.key == "Escape":
