@@ -199,6 +199,60 @@ def test_hostile_visible_text():
         assert not find(src, "a") or all(a.attrs["href"].startswith("http") for a in find(src, "a"))
 
 
+def html_elements(markup):
+    """(tag, attrs, text) of what a browser-like parser makes of `markup`: every element, and all the text."""
+    from html.parser import HTMLParser
+    found, text = [], []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.append((tag, dict(attrs)))
+
+        def handle_data(self, data):
+            text.append(data)
+
+    parser = Parser(convert_charrefs=True)
+    parser.feed(markup)
+    parser.close()
+    return found, "".join(text)
+
+
+@pytest.mark.parametrize("src", HOSTILE + [SAMPLE, "a\r\nb & <c> \"d\" 'e'", "x\u0000y"])
+def test_block_html_is_the_node_tree_escaped(src):
+    """markdown_html writes exactly the Node tree: the same elements and attributes (nothing the text could add),
+    and text that parses back to the tree's text, equal to its pieces in order."""
+    import markdown_html
+    for block in render_blocks(src):
+        markup, pieces, _ = markdown_html.block_html(block.node)
+        found, text = html_elements(markup)
+        want = [(n.tag, n.attrs) for n in block.node.walk() if n.tag is not None]
+        assert found == want, src
+        assert text == "".join(n.text for n in text_nodes(block.node))
+        assert text == "".join(pieces[i].text[pieces[i + 1]:pieces[i + 1] + pieces[i + 2]]
+                               for i in range(0, len(pieces), 3))
+
+
+def test_block_html_marks_pins_and_maps_positions_back():
+    import markdown_html
+    src = "Some **bold _nested_ text** and `code` here"
+    (block,) = render_blocks(src)
+    start, end = src.index("bold"), src.index("and")
+    markup, pieces, _ = markdown_html.block_html(block.node, ((7, start, end),))
+    found, text = html_elements(markup)
+    assert text == "Some bold nested text and code here"
+    marked = [a for tag, a in found if tag == "mark"]
+    assert marked and all(a == {"class": "pin-anchor", "data-pin-id": "7", "title": "Open this pin"} for a in marked)
+    # every character position maps back to its source offset, across the formatting
+    for i, ch in enumerate(text):
+        meta, offset = markdown_html.position(pieces, i, prefer_later=True)
+        assert src[source_offset(meta, offset)] == ch
+    # a boundary between two runs: the later one for a start, the earlier one for an end
+    at = text.index("nested")
+    later, earlier = markdown_html.position(pieces, at, True), markdown_html.position(pieces, at, False)
+    assert later[0] is not earlier[0] and later[1] == 0 and earlier[1] == len(earlier[0].text)
+    assert markdown_html.position(pieces, len(text), True)[1] == len(pieces[-3].text)
+
+
 def test_images_are_placeholders():
     (button,) = find("![secret](https://attacker.example/x.png?q=1)", "button")
     assert button.attrs["class"] == "img-placeholder"
@@ -507,6 +561,7 @@ class FakeNode:
     def __init__(self, tag=None, data=""):
         self.tag, self.data, self.parent, self.childNodes = tag, data, None, _Nodes()
         self.nodeType = 3 if tag is None else 1
+        self.attrs = {}
 
     @property
     def kids(self):
@@ -545,13 +600,45 @@ def body():
     return node
 
 
+def parse_html(markup):
+    """dom.from_html for FakeNodes: Python's HTML parser (text unescaped, void elements without an end tag)."""
+    from html.parser import HTMLParser
+
+    from markdown_html import VOID
+    holder = FakeNode("div")
+    stack = [holder]
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            node = FakeNode(tag)
+            node.attrs = dict(attrs)
+            stack[-1].appendChild(node)
+            if tag not in VOID:
+                stack.append(node)
+
+        def handle_endtag(self, tag):
+            assert stack[-1].tag == tag, (tag, markup)
+            stack.pop()
+
+        def handle_data(self, data):
+            stack[-1].appendChild(FakeNode(None, data))
+
+    parser = Parser(convert_charrefs=True)
+    parser.feed(markup)
+    parser.close()
+    assert stack == [holder], markup
+    if len(holder.kids) == 1 and holder.kids[0].tag is not None:
+        node = holder.kids[0]
+        node.remove(count=False)
+        return node
+    return holder
+
+
 def md_view_module():
     """web/py/md_view.py with a fake `dom` (the real one needs the browser's `js`)."""
     import types
     fake = types.ModuleType("dom")
-    fake.element = lambda tag, ns=None: FakeNode(tag)
-    fake.text = lambda value: FakeNode(None, value)
-    fake.el = lambda tag, cls=None, text=None, **attrs: FakeNode(tag)
+    fake.from_html = parse_html
     saved = sys.modules.get("dom")
     sys.modules["dom"] = fake
     try:
@@ -604,24 +691,47 @@ def test_a_frame_touches_the_tail_not_the_answer():
     ["| n | square |\n", "|---|---:|\n"] + [f"| {i} | **{i * i}** |\n" for i in range(40)],
     [f"- item {i} with `code` and $x^{i}$\n" for i in range(40)],
 ])
-def test_a_growing_table_or_list_keeps_the_dom_of_its_finished_rows(rows):
-    """The open block is rebuilt at each frame, but its unchanged rows / items (and their formulas) keep their DOM:
-    the nodes created per frame stay a handful however long the table or list grows, and the text is right."""
+def test_a_growing_table_or_list_is_one_dom_call_per_frame(rows):
+    """The open block is rebuilt at each frame in one call (dom.from_html of its HTML), however long it grows; the
+    finished blocks before it are not touched, and the text is right."""
     module = md_view_module()
-    created = []
-    real_element = module.dom.element
-    module.dom.element = lambda tag, ns=None: created.append(tag) or real_element(tag, ns)
+    calls = []
+    real = module.dom.from_html
+    module.dom.from_html = lambda markup: calls.append(markup) or real(markup)
     view = module.MarkdownBody(body())
-    source, per_frame = "", []
+    source, per_frame = "Before the table.\n\n", []
     for row in rows:
         source += row
-        created.clear()
+        calls.clear()
         view.update(source)
-        per_frame.append(len(created))
-    assert max(per_frame[5:]) <= 16, per_frame  # one row or item (a formula's MathML included) plus the block's shell
+        per_frame.append(len(calls))
+    assert max(per_frame[3:]) == 1, per_frame
     assert view.container.text() == "".join(b.node.visible_text() for b in render_blocks(source))
-    rows_dom = [k for k in view.entries[-1].node.kids if k.tag is not None]
-    assert rows_dom, "the block has no DOM"
+    assert view.entries[-1].node.tag in ("table", "ul")
+
+
+def test_a_growing_code_block_writes_only_its_last_chunk():
+    """A code block being written: its finished chunks come back as the same Node objects, and their HTML is taken
+    over, so the text runs written per frame stay those of one chunk however long the block grows."""
+    import markdown_html
+    module = md_view_module()
+    written = []
+    real = markdown_html._write_text
+    markdown_html._write_text = lambda n, *rest: written.append(n) or real(n, *rest)
+    try:
+        view = module.MarkdownBody(body())
+        source, per_frame = "```python\n", []
+        for i in range(120):
+            source += f"total_{i} = compute({i}, 'x') + 1  # step {i}\n"
+            written.clear()
+            view.update(source)
+            per_frame.append(len(written))
+    finally:
+        markdown_html._write_text = real
+    everything = sum(1 for _ in text_nodes(view.entries[-1].block.node))
+    # at most one chunk (CHUNK_LINES lines) of runs per frame, against everything the block holds
+    assert everything > 2000 and max(per_frame[-20:]) < everything / 5, (everything, per_frame[-20:])
+    assert view.container.text() == "".join(b.node.visible_text() for b in render_blocks(source))
 
 
 def test_the_end_of_a_stream_rebuilds_no_block():

@@ -4,8 +4,9 @@
   Element.closest for any node; `composer()` a panel's message box and `sends()` its Enter-to-send rule.
 * `Listeners` adds event listeners through kept `create_proxy` objects and removes + destroys them on `clear()`
   (a bare Python function would be a borrowed proxy, destroyed right after `addEventListener` returns).
-* `element()` makes an element in a namespace (MathML) or not; `text_position()` turns a DOM Range boundary into
-  (Text node, offset); `copy_text()` puts text on the clipboard; `after()` runs a callback later.
+* `element()` makes an element in a namespace (MathML) or not; `from_html()` parses markup that is safe by
+  construction (markdown_html) into an element; `text_position()` turns a DOM Range boundary into (Text node,
+  offset), `child_of()` and `text_before()` place it in a rendered block; `copy_text()` puts text on the clipboard; `after()` runs a callback later.
 * `Tasks` keeps the asyncio tasks a controller spawns alive and reports the ones that fail.
 * `next_frame()` runs a callback on the next animation frame; `options()` makes a plain JS options object;
   `scroll_into_view()`, `selection()`, `new_range()`, `window_box()` and `by_id()` wrap the rest of what the views
@@ -22,7 +23,7 @@ from pyodide.ffi import create_once_callable, create_proxy
 __all__ = ["document", "window", "Listeners", "Tasks", "el", "composer", "sends",
            "text", "closest", "options", "next_frame", "scroll_into_view",
            "selection", "new_range", "window_box", "by_id", "log_error", "set_title", "page_visible", "element",
-           "text_position", "copy_text", "after"]
+           "from_html", "child_of", "text_before", "text_position", "copy_text", "after"]
 
 document = js.document
 window = js.window
@@ -167,6 +168,42 @@ def page_visible() -> bool:
 
 def element(tag: str, ns: str | None = None):
     return document.createElementNS(ns, tag) if ns else document.createElement(tag)
+
+
+def from_html(markup: str):
+    """The element `markup` parses to (a <div> holding them when it is not one element). Only for markup that is
+    escaped and allow-listed by construction (markdown_html); a <template> parses it inert: nothing in it loads or
+    runs while it is parsed."""
+    template = document.createElement("template")
+    template.innerHTML = markup
+    content = template.content
+    first = content.firstChild
+    if first and first.nodeType == 1 and not first.nextSibling:
+        return first
+    holder = document.createElement("div")
+    holder.appendChild(content)
+    return holder
+
+
+def child_of(root, node):
+    """The child of `root` that holds `node` (or is it), or None."""
+    while node and not (node.parentNode and node.parentNode.js_id == root.js_id):
+        node = node.parentNode
+    return node or None
+
+
+def text_before(root, target) -> int | None:
+    """The characters (code points) of `root`'s Text nodes before `target`, in document order; None when `target`
+    is not one of them."""
+    walker = document.createTreeWalker(root, 4)  # NodeFilter.SHOW_TEXT
+    count = 0
+    node = walker.nextNode()
+    while node:
+        if node.js_id == target.js_id:
+            return count
+        count += len(str(node.data))
+        node = walker.nextNode()
+    return None
 
 
 def text_position(root, container, offset: int):

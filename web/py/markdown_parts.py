@@ -1,7 +1,7 @@
 """The pieces of rendered Markdown (plain Python, no `js`): the DOM-neutral `Node`, the allow-lists, URL checks,
 Pygments highlighting, LaTeX -> MathML, the virtual closing of a streaming tail and the pin mapping (DOM position
-<-> source offset). `markdown_render` builds blocks out of these; the view turns a `Node`
-into real DOM with createElement / createElementNS / createTextNode (never innerHTML).
+<-> source offset). `markdown_render` builds blocks out of these; markdown_html writes a `Node`
+tree as escaped HTML for the view (tags and attribute names only from the allow-lists below).
 
 A text node (`tag is None`) carries the source span `[start, end)` of its characters. `offsets is None` means the
 text is a verbatim slice of the source (`text == source[start:end]`); otherwise `offsets[i]` is the source offset of
@@ -320,7 +320,7 @@ def _close_inline(text: str, content: str) -> str:
 # --- pins: DOM positions <-> source offsets ----------------------------------------------------------------------
 
 def text_nodes(node: Node):
-    """The text nodes of a tree in document order (the order the view creates DOM Text nodes in)."""
+    """The text nodes of a tree in document order (the order of their text in the DOM)."""
     return (n for n in node.walk() if n.tag is None)
 
 

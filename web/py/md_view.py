@@ -3,22 +3,21 @@
 * Streaming: `update(source)` at each frame. markdown_render.MarkdownStream returns the same Block object for a
   block whose text did not change: its DOM is kept (`old is new`), only changed blocks are rebuilt, gone ones
   removed; the leading blocks it reports `stable` are not even visited, so a frame costs the tail, not the answer.
-  Inside a rebuilt block, the parts that did not change (finished `span.code-chunk`s of a code block, which come
-  back as the same Node objects, and equal table rows, list items, quotes and formulas) keep their DOM (`_PARTS`).
+* A block is built in one call: markdown_html writes its Node tree (with the pins' marks) as escaped,
+  allow-listed HTML and `dom.from_html` parses it natively (node by node through the FFI cost ~10x more). Inside
+  a rebuilt block, the parts that come back as the same Node objects (a code block's finished chunks, memoised
+  formulas) keep their HTML string, so a frame writes the changed part of the open block, not all of it.
 * Finished: `show(source, anchors)` (one-off with `render_blocks` when nothing was streamed here). Each pin anchor
-  `(pin_id, start, end)` (source offsets) is drawn as `<mark class=pin-anchor data-pin-id>` around the DOM text it
-  covers (`markdown_parts.marks`), across formatting; where pins overlap, the text is wrapped once with class
-  `pin-overlap` (darker) and opens the shorter pin. A formula is atomic: a pin touching its source span wraps the
-  whole `<math>` element in one `<mark class="pin-anchor pin-math">` (no <mark> inside MathML).
-* Pins: `source_range(range)` maps a DOM Range inside the body to source `[start, end)` (each DOM Text node made
-  here is remembered with its Node meta and the offset of its first character in that meta: a block's `texts` is
-  one flat list of (node, meta, offset) triples, not a tuple per node, to keep the objects the collector walks few).
+  `(pin_id, start, end)` (source offsets) is drawn as `<mark class=pin-anchor data-pin-id>` around the text it
+  covers, across formatting (markdown_html).
+* Pins: `source_range(range)` maps a DOM Range inside the body to source `[start, end)`: the block holding each
+  end, the characters of the block's Text nodes before it, and the block's text pieces (markdown_html: each run
+  of text written with its Node meta) give the meta and the offset in it. Nothing per Text node is kept while
+  streaming: the mapping is made when a selection asks for it.
 
 * Loading: the renderer (markdown-it and its plugins, ~0.5-0.7 s to import in Pyodide; markdown_parts' `html` and
   `urllib.parse` alone ~0.2 s) is imported by `load()` after the page is usable, not before (boot.js unpacks its
   wheels once the composer shows); until then message_view shows answers as plain text and `loaded()` is False.
-
-Model text only ever becomes Text nodes; elements and attributes come from the Node tree (allow-listed there).
 """
 
 from __future__ import annotations
@@ -28,13 +27,15 @@ import dom
 __all__ = ["MarkdownBody", "load", "loaded"]
 
 _renderer = None  # the markdown_render module, once `load()` imported it
+_html = None  # markdown_html, likewise
 
 
 def load() -> None:
     """Import the renderer (its wheels must be unpacked by then)."""
-    global _renderer
+    global _renderer, _html
+    import markdown_html
     import markdown_render
-    _renderer = markdown_render
+    _renderer, _html = markdown_render, markdown_html
 
 
 def loaded() -> bool:
@@ -42,10 +43,10 @@ def loaded() -> bool:
 
 
 class _Shown:
-    __slots__ = ("block", "node", "texts", "parts", "pins")
+    __slots__ = ("block", "node", "pieces", "parts", "pins")
 
-    def __init__(self, block, node, texts, parts, pins):
-        self.block, self.node, self.texts, self.parts, self.pins = block, node, texts, parts, pins
+    def __init__(self, block, node, pieces, parts, pins):
+        self.block, self.node, self.pieces, self.parts, self.pins = block, node, pieces, parts, pins
 
 
 class MarkdownBody:
@@ -116,101 +117,34 @@ class MarkdownBody:
 
     def _build(self, block, pins, old) -> _Shown:
         self.builds += 1
-        texts: list = []
-        parts: dict = {}
-        reuse = old.parts if old is not None and not pins and not old.pins else {}
-        holder = dom.element("div")
-        self._append(holder, block.node, pins, texts, parts, reuse, ())
-        node = holder.firstChild if holder.childNodes.length == 1 and holder.firstChild.nodeType == 1 else holder
-        if node is not holder:
-            node.remove()
-        return _Shown(block, node, texts, parts, pins)
-
-    def _append(self, parent, n, pins, texts, parts, reuse, path) -> None:
-        """`path`: the child indices from the block's root; `reuse`: the last build's parts by path."""
-        if n.tag is None:
-            self._append_text(parent, n, pins, texts)
-            return
-        cached = reuse.get(path)
-        if cached is not None and (cached[0] is n or cached[0] == n):
-            parent.appendChild(cached[1])
-            texts.extend(cached[2])
-            parts[path] = cached
-            return
-        node = dom.element(n.tag, n.ns)
-        for name, value in n.attrs.items():
-            node.setAttribute(name, value)
-        is_part = n.tag in _PARTS or n.attrs.get("class") == "code-chunk"
-        mine = [] if is_part else texts
-        inner_pins = () if n.ns else pins  # no <mark> inside MathML
-        for i, child in enumerate(n.children):
-            self._append(node, child, inner_pins, mine, parts, reuse, (*path, i))
-        if is_part:
-            parts[path] = (n, node, mine)
-            texts.extend(mine)
-        if n.tag == "math" and pins:
-            covering = [p for p in pins if p[1] < n.end and p[2] > n.start]
-            if covering:
-                mark = _mark(covering, "pin-math")
-                mark.appendChild(node)
-                parent.appendChild(mark)
-                return
-        parent.appendChild(node)
-
-    def _append_text(self, parent, n, pins, texts) -> None:
-        if not n.text:
-            return
-        cuts = []
-        if pins and not n.chrome:
-            for pin_id, start, end in pins:
-                cuts.extend((lo, hi, pin_id) for _, lo, hi in _renderer.marks(n, start, end))
-        if not cuts:
-            node = dom.text(n.text)
-            parent.appendChild(node)
-            texts.extend((node, n, 0))
-            return
-        points = sorted({0, len(n.text), *(c[0] for c in cuts), *(c[1] for c in cuts)})
-        for a, b in zip(points, points[1:]):
-            node = dom.text(n.text[a:b])
-            texts.extend((node, n, a))
-            covering = [c for c in cuts if c[0] <= a and c[1] >= b]
-            if not covering:
-                parent.appendChild(node)
-                continue
-            ids = {c[2] for c in covering}
-            mark = _mark([p for p in pins if p[0] in ids])
-            mark.appendChild(node)
-            parent.appendChild(mark)
+        reuse = old.parts if old is not None and not pins and not old.pins else None
+        markup, pieces, parts = _html.block_html(block.node, pins, reuse)
+        return _Shown(block, dom.from_html(markup), pieces, parts, pins)
 
     def source_range(self, selected) -> tuple[int, int] | None:
         """Source `[start, end)` of a DOM Range inside this body, or None when it touches no rendered text."""
         a = dom.text_position(self.container, selected.startContainer, selected.startOffset)
         b = dom.text_position(self.container, selected.endContainer, selected.endOffset)
-        if a is None or b is None:
-            return None
-        index = {}
-        for entry in self.entries:
-            t = entry.texts
-            index.update((t[i].js_id, (t[i + 1], t[i + 2])) for i in range(0, len(t), 3))
-        start, end = index.get(a[0].js_id), index.get(b[0].js_id)
+        start, end = self._meta_at(a, end=False), self._meta_at(b, end=True)
         if start is None or end is None:
             return None
-        lo, hi = _renderer.selection_range(start[0], start[1] + _points(a), end[0], end[1] + _points(b))
+        lo, hi = _renderer.selection_range(*start, *end)
         return (lo, hi) if hi > lo else None
 
-
-# The parts of a block whose DOM a rebuild of the block takes over when they are unchanged (a growing table's
-# finished rows, a list's finished items, formulas, a code block's finished chunks): comparing Node trees in
-# Python costs less than building their DOM again through the FFI.
-_PARTS = frozenset({"tr", "li", "math", "blockquote"})
-
-
-def _mark(covering, extra: str = ""):
-    """The <mark> of a piece covered by pins `(pin_id, start, end)`: it opens the shortest; `pin-overlap` when more
-    than one pin covers it."""
-    pin_id = min(covering, key=lambda p: p[2] - p[1])[0]
-    cls = "pin-anchor" + (" pin-overlap" if len({p[0] for p in covering}) > 1 else "") + (f" {extra}" if extra else "")
-    return dom.el("mark", cls, data_pin_id=pin_id, title="Open this pin")
+    def _meta_at(self, position, end: bool):
+        """(text meta, offset in it) of a DOM (Text node, offset) in one of the blocks, or None."""
+        if position is None:
+            return None
+        block_node = dom.child_of(self.container, position[0])
+        entry = next((e for e in self.entries if block_node is not None and e.node.js_id == block_node.js_id), None)
+        if entry is None:
+            return None
+        before = dom.text_before(entry.node, position[0])
+        if before is None:
+            return None
+        offset, length = _points(position), len(str(position[0].data))
+        prefer_later = offset == 0 or (offset < length and not end)
+        return _html.position(entry.pieces, before + offset, prefer_later)
 
 
 def _points(position) -> int:
