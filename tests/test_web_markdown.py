@@ -852,3 +852,40 @@ def test_words_added_to_a_paragraph_render_as_a_parse_would():
     for _ in range(40):
         unparsed += check_stream_equals_full_parse([rng.choice(VOCAB) for _ in range(150)], parsing_stream())
     assert unparsed >= 50  # the random streams did go through the no-parse path
+
+
+def test_a_block_closed_by_a_blank_line_is_not_parsed_again():
+    """When a blank line closed the block before the last one for good (markdown_render._settled), the parse starts
+    at the last block: on the benchmark's Markdown stream and on random streams of Markdown's special characters and
+    block starts, every update gives the blocks of a stream that parses the last two blocks."""
+    import markdown_render
+
+    def two_block_stream():
+        stream = MarkdownStream()
+
+        def update(source):
+            saved, markdown_render._settled = markdown_render._settled, lambda *args: False
+            try:
+                return stream.update(source)
+            finally:
+                markdown_render._settled = saved
+        return update
+
+    def parsed_alone(tokens):
+        stream, source, alone = MarkdownStream(), "", 0
+        reference = two_block_stream()
+        for token in tokens:
+            source += token
+            got, want = stream.update(source), reference(source)
+            alone += stream.reparsed == 1 and stream.parsed_chars > 0
+            assert [(b.kind, b.start, b.end, b.text, b.last) for b in got] == \
+                [(b.kind, b.start, b.end, b.text, b.last) for b in want], repr(source[-200:])
+            assert [b.node for b in got] == [b.node for b in want], repr(source[-200:])
+        return alone
+
+    assert parsed_alone(bench_md_tokens(400)) > 100
+    rng = random.Random(11)
+    vocab = VOCAB + ["\n\n", "\n\n", "    code", "\n\n- ", "\n\n> ", "\n\n| a |\n|---|\n", "\n\n[r]: https://e.x\n",
+                     "[x][r]", "\n\n$$\n", "$$\n\n", "\n```\n", "\n---\n", "\n===\n", "  "]
+    alone = sum(parsed_alone([rng.choice(vocab) for _ in range(150)]) for _ in range(40))
+    assert alone > 200

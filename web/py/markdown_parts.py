@@ -268,10 +268,11 @@ def patch_tail(text: str, tokens) -> str:
         return text
     line_start = text.rfind("\n") + 1
     row = text[line_start:]
-    if "-" in row and "|" in text[:line_start] and _DELIM_ROW.match(row) and line_start:
+    if "-" in row and line_start and _DELIM_ROW.match(row):
         header = text[text.rfind("\n", 0, line_start - 1) + 1:line_start - 1]
-        cells = [c for c in re.split(r"(?<!\\)\|", header.strip().strip("|"))]
-        return text[:line_start] + "|" + "---|" * len(cells)
+        if "|" in header:  # a table's header row above: the row being typed is its delimiter row
+            cells = [c for c in re.split(r"(?<!\\)\|", header.strip().strip("|"))]
+            return text[:line_start] + "|" + "---|" * len(cells)
     return _close_inline(text, last.content)
 
 
