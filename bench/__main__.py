@@ -257,18 +257,28 @@ class Bench:
             log(f"overload: {streams} streams > the server's --max-generations {ADMITTED_GENERATIONS}: "
                 "the rest get 503 and count as failed streams")
         try:
-            res = self.run_load(name, streams, a.window, ramp_for(streams))
+            res = self.run_load(name, streams, a.window, ramp_for(streams),
+                                ["--slow-share", str(a.slow_share), "--slow-pause", str(a.slow_pause)])
         except Exception as exc:  # noqa: BLE001
             log(str(exc))
             return {"stack": name, "streams": streams, "summary": f"{name} at {streams} streams failed: {exc}"}
         out = {"stack": name, "streams": streams, "streams_from": basis, "rate": a.rate,
                "p50_ms": res["latency_ms"]["p50"], "p99_ms": res["latency_ms"]["p99"],
                "failed_streams": res["errors"], "busy_rejections": res["busy_rejections"],
-               "frames_per_token": res["frames_per_token"], "cpu_util": res["cpu_util_steady"], "run": res}
+               "frames_per_token": res["frames_per_token"], "cpu_util": res["cpu_util_steady"],
+               "slow_streams": res["slow_streams"], "slow_pause": a.slow_pause,
+               "frames_per_token_fast": res["frames_per_token_fast"],
+               "frames_per_token_slow": res["frames_per_token_slow"], "slow_p50_ms": res["slow_latency_ms"]["p50"],
+               "run": res}
         out["summary"] = (f"{name} at {streams} streams ({basis}) x {a.rate:g} tok/s: added latency p50 "
                           f"{fmt(out['p50_ms'])} / p99 {fmt(out['p99_ms'])} ms, {out['failed_streams']} failed "
                           f"({out['busy_rejections']} refused with 503), {fmt(out['frames_per_token'], 3)} SSE frames "
                           f"per token, CPU core {fmt(out['cpu_util'], 2)}")
+        if out["slow_streams"]:
+            out["summary"] += (f"; {out['slow_streams']} slow readers (pause {a.slow_pause:g} s after each read, "
+                               f"latency not in the p50/p99: their p50 {fmt(out['slow_p50_ms'])} ms): frames per "
+                               f"token slow {fmt(out['frames_per_token_slow'], 3)}, others "
+                               f"{fmt(out['frames_per_token_fast'], 3)}")
         log(f"overload {out['summary']}")
         return out
 
@@ -295,6 +305,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--overload-streams", type=int, default=150,
                    help=f"overload: streams when this run did not measure the stack's capacity (default 150; with "
                         f"capacity: {OVERLOAD_FACTOR:g}x its max streams)")
+    p.add_argument("--slow-share", type=float, default=0.0,
+                   help="overload: share of the streams read by slow readers, whose socket falls behind (0-1, "
+                        "default 0; bench/load.py --slow-share)")
+    p.add_argument("--slow-pause", type=float, default=0.5,
+                   help="overload: seconds a slow reader stops reading after each read (default 0.5)")
     p.add_argument("--cold-runs", type=int, help="browser: cold loads (new contexts), median (default 3; quick 1)")
     p.add_argument("--out", type=Path, help="JSON output (default bench/results/<time>.json)")
     args = p.parse_args(argv)

@@ -5,10 +5,17 @@ Modes (one process each, started by bench/__main__.py and pinned to its own core
 - `direct`: the upstream itself (`POST /v1/chat/completions`): the floor.
 - `litellm`: LiteLLM's Router iterating the stream in this process: LiteLLM's own cost.
 
-HTTP is read on raw asyncio transports: the receive time is taken in `data_received`, before any parsing, and a
-token is found by its send-time marker (`~<epoch>~`, see bench/upstream.py) in the de-chunked body, whatever the
-framing around it (our SSE JSON, the reference's, or OpenAI chunks). A token whose `data:` line carried no earlier
-token opens a frame: frames per token is below 1 when the server sent several tokens in one frame.
+HTTP is read on raw asyncio transports (bench/stream_client.py): the receive time is taken in `data_received`,
+before any parsing, and a token is found by its send-time marker (`~<epoch>~`, see bench/upstream.py) in the
+de-chunked body, whatever the framing around it (our SSE JSON, the reference's, or OpenAI chunks). A token whose
+`data:` line carried no earlier token opens a frame: frames per token is below 1 when the server sent several
+tokens in one frame.
+
+Slow readers (`--slow-share`, `--slow-pause`): that share of the streams, spread evenly, reads through a 4 KB
+receive window and stops reading for `--slow-pause` seconds after every read; once the kernel's buffers between
+them are full (the reader's window, then the server's send buffer), the server's socket is not drained. Their
+latency is their own doing and reported apart (`slow_latency_ms`; `latency_ms` is the other readers'); frames per
+token is given for both groups.
 
 Stream i starts at `ramp * i / N`; stream length is `ramp + window`, so all N streams are open during the
 steady window [ramp, ramp + window]: latency percentiles, CPU per token and RSS are taken over that window.
@@ -21,14 +28,11 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 import time
-from urllib.parse import urlsplit
 
-MARK = re.compile(rb"~(\d+\.\d+)~")
-ARRIVAL = re.compile(rb"\^(\d+\.\d+)\^")
-FRAME_OR_MARK = re.compile(rb"(?P<frame>data:)|~\d+\.\d+~")
+from bench.stream_client import StreamResult, run_http_stream
+
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -48,160 +52,6 @@ def rss_bytes(pids: list[int]) -> int:
         with open(f"/proc/{pid}/statm") as f:
             total += int(f.read().split()[1]) * PAGE
     return total
-
-
-class StreamResult:
-    __slots__ = ("sent", "recv", "frame_starts", "t_req", "arrival", "first_send", "first_recv", "error", "done")
-
-    def __init__(self) -> None:
-        self.sent: list[float] = []
-        self.recv: list[float] = []
-        self.frame_starts: list[int] = []  # indices (into sent/recv) of the tokens that opened an SSE frame
-        self.t_req = 0.0
-        self.arrival = 0.0
-        self.first_send = 0.0
-        self.first_recv = 0.0
-        self.error: str | None = None
-        self.done = False
-
-    def tokens(self, data: bytes, now: float) -> int:
-        """Record the markers in `data`; return the offset just after the last one (0 if none)."""
-        if not self.sent:
-            m = ARRIVAL.search(data)
-            if m:
-                self.arrival = float(m.group(1))
-        end = 0
-        for m in MARK.finditer(data):
-            self.sent.append(float(m.group(1)))
-            self.recv.append(now)
-            end = m.end()
-        if self.sent and not self.first_recv:
-            self.first_recv = now
-            self.first_send = self.sent[0]
-        return end
-
-
-class StreamProtocol(asyncio.Protocol):
-    """One HTTP/1.1 request (Connection: close), chunked or close-delimited body, markers scanned as bytes come."""
-
-    def __init__(self, request: bytes, result: StreamResult, finished: asyncio.Future) -> None:
-        self.request = request
-        self.result = result
-        self.finished = finished
-        self.head = b""
-        self.headers_done = False
-        self.chunked = False
-        self.status = 0
-        self.raw = b""  # undecoded chunked bytes
-        self.remaining = 0  # bytes left in the current chunk
-        self.skip = 0  # CRLF after a chunk
-        self.tail = b""  # the unmatched end of the body so far (a marker may straddle two reads)
-        self.frame_open = False  # a `data:` line was read and no token after it yet
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self.result.t_req = time.time()
-        transport.write(self.request)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        if not self.headers_done:
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head, data = self.head[:end].decode("latin-1"), self.head[end + 4:]
-            self.headers_done = True
-            self.status = int(head.split(" ", 2)[1])
-            self.chunked = "transfer-encoding: chunked" in head.lower()
-            if self.status != 200:
-                self.result.error = f"HTTP {self.status}"
-        if self.chunked:
-            data = self.dechunk(data)
-        if data:
-            self.scan(data, now)
-
-    def dechunk(self, data: bytes) -> bytes:
-        out = []
-        buf = self.raw + data
-        pos = 0
-        while pos < len(buf):
-            if self.skip:
-                n = min(self.skip, len(buf) - pos)
-                self.skip -= n
-                pos += n
-                continue
-            if self.remaining:
-                n = min(self.remaining, len(buf) - pos)
-                out.append(buf[pos:pos + n])
-                self.remaining -= n
-                pos += n
-                if not self.remaining:
-                    self.skip = 2
-                continue
-            end = buf.find(b"\r\n", pos)
-            if end < 0:
-                break
-            size = int(buf[pos:end].split(b";")[0], 16)
-            pos = end + 2
-            if size == 0:
-                self.result.done = True
-                self.transport.close()
-                pos = len(buf)
-                break
-            self.remaining = size
-        self.raw = buf[pos:]
-        return b"".join(out)
-
-    def scan(self, data: bytes, now: float) -> None:
-        text = self.tail + data
-        self.note_frames(text, len(self.tail))
-        last = self.result.tokens(text, now) if b"~" in text else 0
-        self.tail = text[last:][-48:]
-
-    def note_frames(self, text: bytes, new_from: int) -> None:
-        """Record which of the tokens about to be taken from `text` open a frame. `text` starts with the tail of
-        the last scan, which holds no whole marker but may hold a `data:` already seen (one ending before
-        `new_from`)."""
-        index = len(self.result.sent)
-        for m in FRAME_OR_MARK.finditer(text):
-            if m["frame"]:
-                if m.end() > new_from:
-                    self.frame_open = True
-                continue
-            if self.frame_open:
-                self.result.frame_starts.append(index)
-                self.frame_open = False
-            index += 1
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.chunked:
-            self.result.done = self.headers_done
-        if not self.finished.done():
-            self.finished.set_result(None)
-
-
-def http_request(method: str, url: str, body: dict | None) -> tuple[str, int, bytes]:
-    parts = urlsplit(url)
-    payload = json.dumps(body).encode() if body is not None else b""
-    # Origin: the app runs with --auth none here, whose state changes must come from its own origin (CSRF check).
-    req = (f"{method} {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nOrigin: {parts.scheme}://{parts.netloc}\r\n"
-           "Content-Type: application/json\r\n"
-           f"Accept: text/event-stream\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()
-    return parts.hostname or "127.0.0.1", parts.port or 80, req + payload
-
-
-async def run_http_stream(url: str, body: dict) -> StreamResult:
-    loop = asyncio.get_running_loop()
-    host, port, request = http_request("POST", url, body)
-    result = StreamResult()
-    finished = loop.create_future()
-    try:
-        await loop.create_connection(lambda: StreamProtocol(request, result, finished), host, port)
-        await finished
-    except OSError as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
-    return result
 
 
 async def create_threads(base: str, n: int) -> list[int]:
@@ -334,7 +184,8 @@ async def main_async(args: argparse.Namespace) -> dict:
         if router is not None:
             return await run_litellm_stream(router, message)
         url, body = bodies[i]
-        return await run_http_stream(url, body)
+        slow = int((i + 1) * args.slow_share) > int(i * args.slow_share)  # floor(n * share) streams, spread evenly
+        return await run_http_stream(url, body, args.slow_pause if slow else 0.0)
 
     rss_base = rss_bytes(pids)
     cpu_start = cpu_seconds(pids)
@@ -350,7 +201,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         profiler.dump_stats(args.cprofile)
 
     lo, hi = samples.get("steady_wall", t_start), samples.get("end_wall", time.time())
-    lat_all, lat_steady = [], []
+    lat_all, lat_steady, lat_slow = [], [], []
     ttft_over = []
     tokens_total = 0
     for r in results:
@@ -359,23 +210,31 @@ async def main_async(args: argparse.Namespace) -> dict:
             d = (rc - s) * 1000
             lat_all.append(d)
             if lo <= s <= hi:
-                lat_steady.append(d)
+                (lat_slow if r.slow else lat_steady).append(d)
         if r.first_recv and r.arrival:
             ttft_over.append(((r.first_recv - r.t_req) - (r.first_send - r.arrival)) * 1000)
-    steady_tokens = len(lat_steady)
+    steady_tokens = len(lat_steady) + len(lat_slow)
     errors = [r.error or f"incomplete: {len(r.sent)}/{tokens} tokens" for r in results
               if r.error or len(r.sent) < tokens]
     cpu_steady = samples.get("end_cpu", 0) - samples.get("steady_cpu", 0)
     # tokens the subject handled during the steady window: count by receive time
     handled = sum(1 for r in results for rc in r.recv if lo <= rc <= hi)
-    frames = sum(1 for r in results for i in r.frame_starts if lo <= r.recv[i] <= hi)
+
+    def frames_per_token(group: list[StreamResult]) -> float | None:
+        """SSE frames that carried tokens / tokens, both by receive time in the steady window (http and direct)."""
+        tokens = sum(1 for r in group for rc in r.recv if lo <= rc <= hi)
+        frames = sum(1 for r in group for i in r.frame_starts if lo <= r.recv[i] <= hi)
+        return frames / tokens if frames and tokens else None
     out = {
         "mode": args.mode, "streams": n, "rate": rate, "ramp": ramp, "window": window,
         "tokens_per_stream": tokens, "tokens_total": tokens_total, "steady_tokens": steady_tokens,
         "errors": len(errors), "error_samples": errors[:3],
         "busy_rejections": sum(1 for r in results if r.error == "HTTP 503"),
-        # SSE frames that carried tokens / tokens, both by receive time in the steady window (http and direct)
-        "frames_per_token": frames / handled if frames and handled else None,
+        "frames_per_token": frames_per_token(results),
+        "slow_streams": sum(r.slow for r in results), "slow_pause": args.slow_pause,
+        "frames_per_token_fast": frames_per_token([r for r in results if not r.slow]),
+        "frames_per_token_slow": frames_per_token([r for r in results if r.slow]),
+        "slow_latency_ms": {"p50": percentile(lat_slow, 50), "p99": percentile(lat_slow, 99)},
         "latency_ms": {"p50": percentile(lat_steady, 50), "p90": percentile(lat_steady, 90),
                        "p99": percentile(lat_steady, 99), "max": max(lat_steady) if lat_steady else None},
         "latency_all_ms": {"p50": percentile(lat_all, 50), "p99": percentile(lat_all, 99)},
@@ -401,6 +260,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=30)
     parser.add_argument("--ramp", type=float, default=1.0)
     parser.add_argument("--window", type=float, default=6.0)
+    parser.add_argument("--slow-share", type=float, default=0.0,
+                        help="http: share of the streams read by slow readers (0-1, spread evenly)")
+    parser.add_argument("--slow-pause", type=float, default=0.5,
+                        help="http: seconds a slow reader stops reading after each read (4 KB receive window)")
     parser.add_argument("--litellm-settings", choices=["stock", "app", "lean"], default="app")
     parser.add_argument("--model", default="openai/bench", help="litellm mode: the deployment's LiteLLM model")
     parser.add_argument("--gc-stats", action="store_true", help="report full (generation 2) GC pauses")

@@ -40,9 +40,11 @@ async def stream_once(route: str, base: str, tokens: int) -> tuple[float, tuple]
     cpu = time.process_time()
     async with provider.chat_stream(router, messages) as deltas:
         async for delta in deltas:
-            parts.append(delta.text)
-            finish = delta.finish_reason or finish
-            usage = delta.usage or usage
+            if delta.__class__ is not str:  # a str is only text (provider._deltas)
+                finish = delta.finish_reason or finish
+                usage = delta.usage or usage
+                delta = delta.text
+            parts.append(delta)
     cpu = time.process_time() - cpu
     # the upstream stamps times into its tokens: compare their shape (count, separators), not their digits
     text = "".join(parts)

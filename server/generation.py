@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 # Opens a stream of deltas; leaving its block closes the upstream (see provider.chat_stream).
-Source = Callable[[], AbstractAsyncContextManager[AsyncIterator[provider.Delta]]]
+Source = Callable[[], AbstractAsyncContextManager[AsyncIterator[str | provider.Delta]]]
 
 
 def chat_source(router: Router, messages: list[dict[str, str]]) -> Source:
@@ -140,12 +140,14 @@ class Generation:
             finish_reason, usage = None, None
             async with source() as deltas:
                 async for delta in deltas:
-                    if text := delta.text:
-                        self.parts.append(text)
-                        self.emit(events.token(text))
-                    finish_reason = delta.finish_reason or finish_reason
-                    usage = delta.usage or usage
-                    model = model or delta.model
+                    if delta.__class__ is not str:  # a str is only text (provider._deltas), the common case
+                        finish_reason = delta.finish_reason or finish_reason
+                        usage = delta.usage or usage
+                        model = model or delta.model
+                        delta = delta.text
+                    if delta:
+                        self.parts.append(delta)
+                        self.emit(events.token(delta))
             meta.update(usage=usage, finish_reason=finish_reason)
             final = events.done(self.message_id, finish_reason, usage)
         except asyncio.CancelledError:

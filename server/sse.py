@@ -27,25 +27,30 @@ async def stream_generation(request: web.Request, generation: Generation, heartb
     async with generation.subscribe(after) as batches:
         writer = await response.prepare(request)
         try:
+            live = False  # the first batch is the backlog found on attaching
             async for seq, batch in batches:
                 i = 0
                 while i < len(batch):
+                    if live and len(batch) - i > 1:
+                        # Several events pending: the loop came late to this writer, so a run of tokens goes out as
+                        # one frame, however drained the socket is. Not on attaching: a replay is framed as the live
+                        # stream was (two subscribers see the same events).
+                        last, event, taken = coalesce_tokens(seq, batch, i)
+                    else:
+                        last, event, taken = seq, batch[i], 1
                     transport = request.transport
                     if transport is None:
                         raise ConnectionResetError
                     if transport.get_write_buffer_size() > 0:
-                        # Behind: wait while the transport is paused (bounded like aiohttp-sse's send), then send
-                        # the pending run of tokens as one frame.
+                        # Behind: wait while the transport is paused, bounded like aiohttp-sse's send.
                         async with asyncio.timeout(SEND_TIMEOUT):
                             await writer.drain()
-                        last, event, taken = coalesce_tokens(seq, batch[i:])
-                    else:
-                        # Caught up: the write goes straight to the socket, nothing to wait for (aiohttp-sse's
-                        # send would arm and cancel a timeout timer and build the frame through a StringIO).
-                        last, event, taken = seq, batch[i], 1
+                    # Our own frame: aiohttp-sse's send would arm and cancel a timeout timer and build the frame
+                    # through a StringIO; drained, the write goes straight to the socket.
                     frame = f"id: {generation.event_id(last)}\ndata: {events.encode(event)}\n\n"
                     await writer.write(frame.encode(), drain=False)
                     seq, i = last + 1, i + taken
+                live = True
         except TimeoutError:
             if request.transport is not None:
                 request.transport.abort()  # a stalled peer never drains: a graceful close would wait for ever
@@ -58,14 +63,14 @@ async def stream_generation(request: web.Request, generation: Generation, heartb
     return response
 
 
-def coalesce_tokens(first: int, batch: list[events.Event]) -> tuple[int, events.Event, int]:
-    """For a reader whose socket is not drained: the run of pending tokens at the head of `batch` as one token
-    event carrying the last one's sequence number (fewer writes as load rises, the same text; the page's parser
-    takes any framing, and a resume from that id goes on after the whole run). Returns (seq, event, events used).
-    """
-    taken = 0
-    while taken < len(batch) and events.is_token(batch[taken]):
-        taken += 1
-    if taken <= 1:
-        return first, batch[0], 1
-    return first + taken - 1, events.token("".join(batch[:taken])), taken
+def coalesce_tokens(first: int, batch: list[events.Event], start: int = 0) -> tuple[int, events.Event, int]:
+    """For a writer that is behind: the run of pending tokens at `batch[start:]`'s head as one token event carrying
+    the last one's sequence number (`first` numbers `batch[start]`; fewer writes as load rises, the same text; the
+    page's parser takes any framing, and a resume from that id goes on after the whole run).
+    Returns (seq, event, events used)."""
+    end = start
+    while end < len(batch) and events.is_token(batch[end]):
+        end += 1
+    if end - start <= 1:
+        return first, batch[start], 1
+    return first + end - start - 1, events.token("".join(batch[start:end])), end - start

@@ -145,6 +145,7 @@ class TimedStream:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     events: list[tuple[float, dict]] = field(default_factory=list)  # (arrival, parsed JSON of the data line)
+    ids: list[str] = field(default_factory=list)  # each event's `id:`
     pings: list[float] = field(default_factory=list)
     error: str | None = None  # the connection broke before a clean end (e.g. nginx cut the stream)
     started: float = 0.0
@@ -156,6 +157,11 @@ class TimedStream:
 
     def tokens(self) -> list[tuple[float, str]]:
         return [(t, e["text"]) for t, e in self.events if e["type"] == "token"]
+
+    def token_count(self) -> int:
+        """Tokens received, however framed: a frame's id `<answer>.<n>` is its last token's, n - 1 tokens in."""
+        seqs = [int(i.split(".")[1]) for i, (_, e) in zip(self.ids, self.events) if e["type"] == "token"]
+        return seqs[-1] - 1 if seqs else 0
 
     @property
     def terminal(self) -> dict | None:
@@ -196,7 +202,7 @@ async def timed_chat(base: str, thread_id: int, message: str, *, stop_after_toke
                     while b"\n\n" in buffer:
                         frame, buffer = buffer.split(b"\n\n", 1)
                         _parse_frame(frame.decode(), now, out)
-                    if stop_after_tokens is not None and len(out.tokens()) >= stop_after_tokens:
+                    if stop_after_tokens is not None and out.token_count() >= stop_after_tokens:
                         resp.close()  # drop the connection mid-stream
                         break
             except aiohttp.ClientError as exc:
@@ -209,5 +215,6 @@ def _parse_frame(frame: str, now: float, out: TimedStream) -> None:
     data = [line[5:].removeprefix(" ") for line in frame.split("\n") if line.startswith("data:")]
     if data:
         out.events.append((now, json.loads("\n".join(data))))
+        out.ids.append(next((line[3:].strip() for line in frame.split("\n") if line.startswith("id:")), ""))
     elif any(line.startswith(":") for line in frame.split("\n")):
         out.pings.append(now)

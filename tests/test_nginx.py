@@ -26,6 +26,7 @@ from tests.conftest import api_token, write_models_file
 from tests.fake_upstream import FakeUpstream, Record
 from tests.nginx_helpers import ROOT, Nginx, TimedStream, client_session, make_cert, nginx_binary, timed_chat
 from tests.server_process import free_port
+from tests.test_chat_stream import kinds
 
 NGINX = nginx_binary()
 pytestmark = pytest.mark.skipif(
@@ -207,7 +208,8 @@ async def test_silence_longer_than_nginx_read_timeout(make_app, settings, fake, 
     if heartbeat:
         # The `: ping` comments pass nginx and each one restarts its read timer: the answer completes.
         assert stream.error is None, stream.error
-        assert stream.types == ["start", "token", "token", "token", "done"]
+        assert kinds([e for _, e in stream.events]) == ["start", "token", "done"]  # 3 tokens, in 1-3 frames
+        assert stream.token_count() == 3
         assert len(stream.pings) >= 4
         arrivals = sorted([stream.started, *stream.pings, *(t for t, _ in stream.events)])
         assert max(b - a for a, b in zip(arrivals, arrivals[1:])) < 2.0
@@ -257,7 +259,7 @@ async def test_client_abort_through_nginx_stops_the_generation(make_app, setting
         message, keep = "[[tokens=5 hang_after=2 prefix=A]]", 2
     stream = await timed_chat(nginx.http_url, thread["id"], message, stop_after_tokens=keep, headers=app.headers)
     closed = time.monotonic()
-    assert len(stream.tokens()) == keep and stream.terminal is None
+    assert stream.token_count() >= keep and stream.terminal is None
 
     answer = await wait_answer_status(nginx.http_url, thread["id"], "interrupted", app.headers)
     noticed = time.monotonic() - closed
@@ -391,7 +393,7 @@ async def test_just_nginx_script_end_to_end(tmp_path, fake):
                                   headers={"X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.9"}) as resp:
                 assert resp.status == 200
         stream = await timed_chat(https, thread_id, "[[tokens=5 delay_ms=10]]", headers=owner)
-        assert stream.types == ["start"] + ["token"] * 5 + ["done"]
+        assert kinds([e for _, e in stream.events]) == ["start", "token", "done"] and stream.token_count() == 5
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the script
         assert await asyncio.wait_for(proc.wait(), 20) == 130
