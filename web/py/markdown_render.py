@@ -21,6 +21,8 @@ positions (text node + offset) and source offsets. `warm_up()` pays the first-us
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from markdown_it import MarkdownIt
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 from mdit_py_plugins.gfm_autolink import gfm_autolink_plugin
@@ -38,6 +40,10 @@ __all__ = ["Block", "MarkdownStream", "render_blocks", "warm_up", "warm_up_steps
 def _parser() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "typographer": False}).enable(["table", "strikethrough"])
     md.use(dollarmath_plugin, double_inline=True).use(texmath_plugin, delimiters="brackets")
+    # The open block is parsed again at every frame, and each parse normalises each of its links anew (punycode
+    # per host): pure functions of the URL, so remembered.
+    md.normalizeLink = lru_cache(maxsize=512)(md.normalizeLink)
+    md.normalizeLinkText = lru_cache(maxsize=512)(md.normalizeLinkText)
     return md.use(tasklists_plugin).use(gfm_autolink_plugin)
 
 
