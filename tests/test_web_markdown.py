@@ -826,18 +826,25 @@ def check_stream_equals_full_parse(tokens, reference=None) -> int:
     return unparsed
 
 
-def parsing_stream():
-    """A MarkdownStream's `update` with the no-parse path turned off: every update parses its tail."""
+def stream_without(shortcut, answer):
+    """A MarkdownStream's `update` with one of its shortcuts (a markdown_render function) turned off: while it
+    updates, the function answers `answer` whatever it is asked."""
     import markdown_render
     stream = MarkdownStream()
 
     def update(source):
-        saved, markdown_render.extend_paragraph = markdown_render.extend_paragraph, lambda *args: None
+        saved = getattr(markdown_render, shortcut)
+        setattr(markdown_render, shortcut, lambda *args: answer)
         try:
             return stream.update(source)
         finally:
-            markdown_render.extend_paragraph = saved
+            setattr(markdown_render, shortcut, saved)
     return update
+
+
+def parsing_stream():
+    """A MarkdownStream's `update` with the no-parse path turned off: every update parses its tail."""
+    return stream_without("extend_paragraph", None)
 
 
 def test_words_added_to_a_paragraph_render_as_a_parse_would():
@@ -858,22 +865,9 @@ def test_a_block_closed_by_a_blank_line_is_not_parsed_again():
     """When a blank line closed the block before the last one for good (markdown_render._settled), the parse starts
     at the last block: on the benchmark's Markdown stream and on random streams of Markdown's special characters and
     block starts, every update gives the blocks of a stream that parses the last two blocks."""
-    import markdown_render
-
-    def two_block_stream():
-        stream = MarkdownStream()
-
-        def update(source):
-            saved, markdown_render._settled = markdown_render._settled, lambda *args: False
-            try:
-                return stream.update(source)
-            finally:
-                markdown_render._settled = saved
-        return update
-
     def parsed_alone(tokens):
         stream, source, alone = MarkdownStream(), "", 0
-        reference = two_block_stream()
+        reference = stream_without("_settled", False)  # parses the last two blocks
         for token in tokens:
             source += token
             got, want = stream.update(source), reference(source)
