@@ -200,21 +200,17 @@ def test_hostile_visible_text():
 
 
 def html_elements(markup):
-    """(tag, attrs, text) of what a browser-like parser makes of `markup`: every element, and all the text."""
-    from html.parser import HTMLParser
-    found, text = [], []
+    """(tag, attrs) of every element a browser-like parser makes of `markup` (one element), and all the text."""
+    root = parse_html(markup)
+    found = []
 
-    class Parser(HTMLParser):
-        def handle_starttag(self, tag, attrs):
-            found.append((tag, dict(attrs)))
-
-        def handle_data(self, data):
-            text.append(data)
-
-    parser = Parser(convert_charrefs=True)
-    parser.feed(markup)
-    parser.close()
-    return found, "".join(text)
+    def walk(node):
+        if node.tag is not None:
+            found.append((node.tag, node.attrs))
+            for kid in node.kids:
+                walk(kid)
+    walk(root)
+    return found, root.text()
 
 
 @pytest.mark.parametrize("src", HOSTILE + [SAMPLE, "a\r\nb & <c> \"d\" 'e'", "x\u0000y"])

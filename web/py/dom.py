@@ -4,9 +4,9 @@
   Element.closest for any node; `composer()` a panel's message box and `sends()` its Enter-to-send rule.
 * `Listeners` adds event listeners through kept `create_proxy` objects and removes + destroys them on `clear()`
   (a bare Python function would be a borrowed proxy, destroyed right after `addEventListener` returns).
-* `element()` makes an element in a namespace (MathML) or not; `from_html()` parses markup that is safe by
-  construction (markdown_html) into an element; `text_position()` turns a DOM Range boundary into (Text node,
-  offset), `child_of()` and `text_before()` place it in a rendered block; `copy_text()` puts text on the clipboard; `after()` runs a callback later.
+* `from_html()` parses markup that is safe by construction (markdown_html) into an element; `text_position()`
+  turns a DOM Range boundary into (Text node, offset), `child_of()` and `text_before()` place it in a rendered
+  block; `copy_text()` puts text on the clipboard; `after()` runs a callback later.
 * `Tasks` keeps the asyncio tasks a controller spawns alive and reports the ones that fail.
 * `next_frame()` runs a callback on the next animation frame; `options()` makes a plain JS options object;
   `scroll_into_view()`, `selection()`, `new_range()`, `window_box()` and `by_id()` wrap the rest of what the views
@@ -22,7 +22,7 @@ from pyodide.ffi import create_once_callable, create_proxy
 
 __all__ = ["document", "window", "Listeners", "Tasks", "el", "composer", "sends",
            "text", "closest", "options", "next_frame", "scroll_into_view",
-           "selection", "new_range", "window_box", "by_id", "log_error", "set_title", "page_visible", "element",
+           "selection", "new_range", "window_box", "by_id", "log_error", "set_title", "page_visible",
            "from_html", "child_of", "text_before", "text_position", "copy_text", "after"]
 
 document = js.document
@@ -164,10 +164,6 @@ def set_title(title: str) -> None:
 
 def page_visible() -> bool:
     return str(document.visibilityState) == "visible"
-
-
-def element(tag: str, ns: str | None = None):
-    return document.createElementNS(ns, tag) if ns else document.createElement(tag)
 
 
 def from_html(markup: str):

@@ -22,50 +22,49 @@ from html import escape
 
 from markdown_parts import marks
 
-__all__ = ["block_html", "position", "PARTS"]
+__all__ = ["block_html", "position"]
 
 VOID = frozenset({"br", "hr", "input"})
-# The parts of a block whose HTML a rebuild of the block takes over when they are the same Node objects (a code
-# block's finished chunks come back as the same objects at every frame, so do memoised formulas).
-PARTS = frozenset({"tr", "li", "math", "blockquote"})
 
 
 def block_html(root, pins=(), reuse=None) -> tuple[str, list, dict]:
-    """(html, pieces, parts) of a block's Node tree with pins `(pin_id, start, end)`. `reuse`: the `parts` of the
-    block's last build (by child-index path), taken over where the Node at the same path is the same object."""
+    """(html, pieces, chunks) of a block's Node tree with pins `(pin_id, start, end)`. `chunks`: the HTML and pieces
+    of each `span.code-chunk` by Node id; `reuse`, the chunks of the block's last build, is taken over for the
+    chunks that are the same objects (a code block's finished chunks come back as such at every frame, see
+    markdown_parts.highlight; nothing else does)."""
     out: list[str] = []
     pieces: list = []
-    parts: dict = {}
-    _write(root, pins, out, pieces, parts, reuse or {}, ())
-    return "".join(out), pieces, parts
+    chunks: dict = {}
+    _write(root, pins, out, pieces, chunks, reuse or {})
+    return "".join(out), pieces, chunks
 
 
-def _write(n, pins, out, pieces, parts, reuse, path) -> None:
+def _write(n, pins, out, pieces, chunks, reuse) -> None:
     if n.tag is None:
         _write_text(n, pins, out, pieces)
         return
-    cached = reuse.get(path)
+    cached = reuse.get(id(n))
     if cached is not None and cached[0] is n:
         out.append(cached[1])
         pieces.extend(cached[2])
-        parts[path] = cached
+        chunks[id(n)] = cached
         return
-    is_part = n.tag in PARTS or n.attrs.get("class") == "code-chunk"
-    own_out, own_pieces = ([], []) if is_part else (out, pieces)
+    is_chunk = n.attrs.get("class") == "code-chunk"
+    own_out, own_pieces = ([], []) if is_chunk else (out, pieces)
     covering = [p for p in pins if p[1] < n.end and p[2] > n.start] if n.tag == "math" and pins else ()
     if covering:
         own_out.append(_mark_open(covering, "pin-math"))
     own_out.append(f"<{n.tag}{''.join(f' {k}={_quoted(v)}' for k, v in n.attrs.items())}>" if n.attrs else f"<{n.tag}>")
     inner_pins = () if n.ns else pins  # no <mark> inside MathML
-    for i, child in enumerate(n.children):
-        _write(child, inner_pins, own_out, own_pieces, parts, reuse, (*path, i))
+    for child in n.children:
+        _write(child, inner_pins, own_out, own_pieces, chunks, reuse)
     if n.tag not in VOID:
         own_out.append(f"</{n.tag}>")
     if covering:
         own_out.append("</mark>")
-    if is_part:
+    if is_chunk:
         markup = "".join(own_out)
-        parts[path] = (n, markup, own_pieces)
+        chunks[id(n)] = (n, markup, own_pieces)
         out.append(markup)
         pieces.extend(own_pieces)
 

@@ -73,8 +73,8 @@ class MarkdownStream:
         self.stable = 0  # leading blocks the last update left untouched (the same objects, not even looked at)
 
     def update(self, source: str) -> list[Block]:
-        """Nothing here is O(answer) when text is appended: the parse starts at the second-to-last block and only
-        the blocks from there on are looked at (no cache of the whole list, no walk over the finished blocks)."""
+        """Nothing here is O(answer) when text is appended: the parse starts at the second-to-last block (or the
+        last, `_settled`) and only the blocks from there on are looked at (no cache of the whole list, no walk over the finished blocks)."""
         grown = None
         if self.blocks and self.blocks[-1].kind == "paragraph" and len(source) > len(self.source) \
                 and source.startswith(self.source):
@@ -115,7 +115,8 @@ class MarkdownStream:
 # Blocks that a blank line ends for good: no text after it can join them, nor parse otherwise for coming after them
 # (unlike a list or an indented code block, which an indented line after a blank one continues).
 _CLOSED_BY_BLANK = frozenset({"paragraph", "heading", "fence", "table", "blockquote", "hr", "math_block"})
-_MATH_OPENERS = ("$$", "\\[")  # a paragraph opening a display formula not yet closed becomes one when it is, blank lines or not
+# A paragraph opening a display formula not yet closed becomes one when it is, blank lines or not.
+_MATH_OPENERS = ("$$", "\\[")
 
 
 def _settled(base: int, before: Block, last: Block, source: str) -> bool:

@@ -5,8 +5,8 @@
   removed; the leading blocks it reports `stable` are not even visited, so a frame costs the tail, not the answer.
 * A block is built in one call: markdown_html writes its Node tree (with the pins' marks) as escaped,
   allow-listed HTML and `dom.from_html` parses it natively (node by node through the FFI cost ~10x more). Inside
-  a rebuilt block, the parts that come back as the same Node objects (a code block's finished chunks, memoised
-  formulas) keep their HTML string, so a frame writes the changed part of the open block, not all of it.
+  a rebuilt code block, the finished chunks come back as the same Node objects and keep their HTML string, so a
+  frame writes the code block's last chunk, not all of it.
 * Finished: `show(source, anchors)` (one-off with `render_blocks` when nothing was streamed here). Each pin anchor
   `(pin_id, start, end)` (source offsets) is drawn as `<mark class=pin-anchor data-pin-id>` around the text it
   covers, across formatting (markdown_html).
@@ -43,10 +43,10 @@ def loaded() -> bool:
 
 
 class _Shown:
-    __slots__ = ("block", "node", "pieces", "parts", "pins")
+    __slots__ = ("block", "node", "pieces", "chunks", "pins")
 
-    def __init__(self, block, node, pieces, parts, pins):
-        self.block, self.node, self.pieces, self.parts, self.pins = block, node, pieces, parts, pins
+    def __init__(self, block, node, pieces, chunks, pins):
+        self.block, self.node, self.pieces, self.chunks, self.pins = block, node, pieces, chunks, pins
 
 
 class MarkdownBody:
@@ -117,9 +117,9 @@ class MarkdownBody:
 
     def _build(self, block, pins, old) -> _Shown:
         self.builds += 1
-        reuse = old.parts if old is not None and not pins and not old.pins else None
-        markup, pieces, parts = _html.block_html(block.node, pins, reuse)
-        return _Shown(block, dom.from_html(markup), pieces, parts, pins)
+        reuse = old.chunks if old is not None and not pins and not old.pins else None
+        markup, pieces, chunks = _html.block_html(block.node, pins, reuse)
+        return _Shown(block, dom.from_html(markup), pieces, chunks, pins)
 
     def source_range(self, selected) -> tuple[int, int] | None:
         """Source `[start, end)` of a DOM Range inside this body, or None when it touches no rendered text."""
