@@ -91,9 +91,13 @@ class NodeBuilder:
 
     def code(self, t) -> Node:
         a, b = self.line_span(t)
-        lines = t.content.splitlines(keepends=True)
         first = t.map[0] + (1 if t.type == "fence" else 0)
-        offs: list[int] = []
+        top = self.starts[first] if first < len(self.starts) else b
+        if t.content and top + len(t.content) <= self.max and self.src.startswith(t.content, top):
+            # the code is the source verbatim (a fence at the margin): no per-character list to build
+            lines, offs = [], range(self.off(top), self.off(top) + len(t.content) + 1)
+        else:
+            lines, offs = t.content.splitlines(keepends=True), []
         for k, line in enumerate(lines):
             ln = first + k
             ls = self.starts[ln] if ln < len(self.starts) else b
@@ -104,7 +108,8 @@ class NodeBuilder:
             offs.extend(self.off(at + i) for i in range(len(body)))
             if line.endswith("\n"):
                 offs.append(self.off(at + len(body)))
-        offs.append(offs[-1] + 1 if offs and offs[-1] < self.off(b) else self.off(b) if not offs else offs[-1])
+        if not isinstance(offs, range):
+            offs.append(offs[-1] + 1 if offs and offs[-1] < self.off(b) else self.off(b) if not offs else offs[-1])
         lang = (t.info or "").split()[0] if t.type == "fence" and t.info.strip() else ""
         lang = re.sub(r"[^A-Za-z0-9_+#.-]", "", lang)[:40]
         head = Node("div", {"class": "code-head"}, [

@@ -7,7 +7,7 @@ Each top-level `Block` has a stable `key` (source start, kind), its span `[start
 (`markdown_parts.Node`). `update` returns the same Block object for a block whose text did not change, so the view
 keeps its DOM (`if old is new`) and rebuilds only the rest - in practice the last one or two blocks. Only the last
 two blocks of the previous parse are parsed again - the last one alone when a blank line closed the one before it
-for good (`_settled`) - (`stream.reparsed` counts them, `stream.parsed_chars` their characters) and the blocks
+for good or it is a code fence (`_settled`) - (`stream.reparsed` counts them, `stream.parsed_chars` their characters) and the blocks
 before them, `stream.stable`, are not even looked at (the view skips them too), so a frame costs the tail, not the
 answer; an unchanged source (the final text at `done`) parses nothing. The last
 block is rendered as what it will become: an open fence is a code block, an unclosed `**`, `_`, `~~`, `` ` `` or
@@ -120,11 +120,13 @@ _MATH_OPENERS = ("$$", "\\[")
 
 
 def _settled(base: int, before: Block, last: Block, source: str) -> bool:
-    """Whether appended text can change only `last`: `before` is closed by the blank lines between them, and no link
-    reference definition (`[x]: url`, which links in `last` may use) stands in `source[base:last.start]`, the text a
-    parse from `before` would see first."""
-    return before.kind in _CLOSED_BY_BLANK and last.start > before.end and not source[before.end:last.start].strip() \
-        and "]:" not in source[base:last.start] and not before.text.lstrip().startswith(_MATH_OPENERS)
+    """Whether appended text can change only `last`: `before` is closed by the blank lines between them - or `last`
+    is a top-level code fence whose opening line is complete, which ends any block before it whatever follows -
+    and no link reference definition (`[x]: url`, which links in `last` may use) stands in `source[base:last.start]`,
+    the text a parse from `before` would see first."""
+    closed = (last.kind == "fence" and "\n" in last.text) or (
+        before.kind in _CLOSED_BY_BLANK and last.start > before.end and not source[before.end:last.start].strip())
+    return closed and "]:" not in source[base:last.start] and not before.text.lstrip().startswith(_MATH_OPENERS)
 
 
 def render_blocks(source: str) -> list[Block]:
