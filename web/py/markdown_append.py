@@ -50,7 +50,7 @@ def extend_paragraph(node: Node, old_source: str, source: str) -> Node | None:
             or not source.startswith(leaf.text, leaf.start)):
         return None
     added = source[leaf.end:]
-    if (not _LITERAL.match(added) or "~~" in source[leaf.end - 1:]
+    if (not _LITERAL.match(added) or "~~" in source[max(0, leaf.end - 2):]
             or "www." in source[max(line_start, leaf.end - 4):]
             or _JOINS.search(source, max(line_start, leaf.end - 64), leaf.end)):
         return None

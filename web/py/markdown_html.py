@@ -31,7 +31,7 @@ def block_html(root, pins=(), reuse=None) -> tuple[str, list, dict]:
     """(html, pieces, chunks) of a block's Node tree with pins `(pin_id, start, end)`. `chunks`: the HTML and pieces
     of each `span.code-chunk` by Node id; `reuse`, the chunks of the block's last build, is taken over for the
     chunks that are the same objects (a code block's finished chunks come back as such at every frame, see
-    markdown_parts.highlight; nothing else does)."""
+    markdown_code.highlight; nothing else does)."""
     out: list[str] = []
     pieces: list = []
     chunks: dict = {}

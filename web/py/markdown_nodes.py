@@ -7,7 +7,8 @@ from __future__ import annotations
 import html
 import re
 
-from markdown_parts import Node, chrome_text, highlight, image_placeholder, mathml, safe_href, text_node
+from markdown_code import highlight
+from markdown_parts import Node, chrome_text, image_placeholder, mathml, safe_href, text_node
 
 __all__ = ["NodeBuilder"]
 

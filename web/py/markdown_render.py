@@ -30,6 +30,7 @@ from mdit_py_plugins.tasklists import tasklists_plugin
 from mdit_py_plugins.texmath import texmath_plugin
 
 from markdown_append import extend_paragraph
+from markdown_inline import ENV_KEY, InlinePrefix, inline_rule
 from markdown_nodes import NodeBuilder
 from markdown_parts import mark_long_cells, marks, patch_tail, selection_range, source_offset, text_nodes
 
@@ -44,6 +45,7 @@ def _parser() -> MarkdownIt:
     # per host): pure functions of the URL, so remembered.
     md.normalizeLink = lru_cache(maxsize=512)(md.normalizeLink)
     md.normalizeLinkText = lru_cache(maxsize=512)(md.normalizeLinkText)
+    md.core.ruler.at("inline", inline_rule)  # the open paragraph's settled text is inline-parsed once
     return md.use(tasklists_plugin).use(gfm_autolink_plugin)
 
 
@@ -71,6 +73,7 @@ class MarkdownStream:
         self.rendered = 0  # Block trees built by the last update (the rest came from the cache)
         self.parsed_chars = 0  # source characters parsed by the last update (the tail, not the answer)
         self.stable = 0  # leading blocks the last update left untouched (the same objects, not even looked at)
+        self.inline = InlinePrefix()  # the open paragraph's text that is inline-parsed once (markdown_inline)
 
     def update(self, source: str) -> list[Block]:
         """Nothing here is O(answer) when text is appended: the parse starts at the second-to-last block (or the
@@ -105,9 +108,9 @@ class MarkdownStream:
     def _parse_from(self, n: int, source: str) -> list[Block]:
         """The blocks of `source` from where block `n` of the last parse starts (the blocks there are the cache)."""
         base = self.blocks[n - 1].end if n else 0
-        cache = {(b.start, b.text, b.last): b for b in self.blocks[n:]}
-        fresh = _parse(source, base, cache)
-        self.rendered = sum(1 for b in fresh if (b.start, b.text, b.last) not in cache)
+        cache = {_cache_key(self.source, b.start, b.end, b.last): b for b in self.blocks[n:]}
+        fresh = _parse(source, base, cache, self.inline)
+        self.rendered = sum(1 for b in fresh if cache.get(_cache_key(source, b.start, b.end, b.last)) is not b)
         self.parsed_chars = len(source) - base
         return fresh
 
@@ -160,13 +163,14 @@ def warm_up(langs=WARM_LANGS) -> None:
 
 # --- parsing -----------------------------------------------------------------------------------------------------
 
-def _parse(source: str, base: int, cache: dict) -> list[Block]:
-    """Blocks of source[base:] (base is a line start); the last block is rendered with its tail closed."""
+def _parse(source: str, base: int, cache: dict, inline: InlinePrefix | None = None) -> list[Block]:
+    """Blocks of source[base:] (base is a line start); the last block is rendered with its tail closed. `inline`:
+    the stream's open paragraph's kept inline tokens."""
     text = source[base:]
-    tokens = MD.parse(text)
+    tokens = MD.parse(text, {ENV_KEY: inline} if inline else {})
     patched = patch_tail(text, tokens)
     if patched != text:
-        tokens = MD.parse(patched)
+        tokens = MD.parse(patched, {ENV_KEY: inline} if inline else {})
     starts = _line_starts(patched)
     _fix_maps(tokens, patched, starts)
     groups = _top_level(tokens)
@@ -177,7 +181,7 @@ def _parse(source: str, base: int, cache: dict) -> list[Block]:
         hi = min(starts[first.map[1]] if first.map[1] < len(starts) else len(patched), len(text))
         last = n == len(groups) - 1
         start, end = base + lo, base + hi
-        key = (start, source[start:end], last)
+        key = _cache_key(source, start, end, last)
         if key in cache:
             out.append(cache[key])
             continue
@@ -186,6 +190,12 @@ def _parse(source: str, base: int, cache: dict) -> list[Block]:
             mark_long_cells(node)
         out.append(Block(first.type.removesuffix("_open"), start, end, source[start:end], node, last))
     return out
+
+
+def _cache_key(source: str, start: int, end: int, last: bool) -> tuple:
+    """What a block's tree depends on: its text, and for the last block all the text after its start (the text
+    after its span, such as a lone backtick, can change how its unfinished end is closed, and so the whole)."""
+    return start, source[start:] if last else source[start:end], last
 
 
 def _top_level(tokens) -> list[tuple[int, int]]:
