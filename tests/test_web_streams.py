@@ -309,6 +309,7 @@ async def test_stop_while_streaming_shows_the_text_the_server_saved(env, monkeyp
     s.stop(1)
     await settle()
     assert store.thread(1).streaming and store.thread(1).stopping  # the server is still saving
+    assert ends == []  # the end (which reloads the thread, e.g. a merge's) waits for what the server saved
     saved.update(status="interrupted", content="one two")  # tokens that were in flight are in it
     await settle(60)
     answer = last(store, 1)

@@ -179,21 +179,29 @@ class Streams:
             stream.abort()
 
     async def _stop(self, key, stream: Link) -> None:
-        stream.abort()  # the fetch and the connection end now
+        """The stopped stream's end (`on_end`, which reloads what the server saved) is told here, once the server
+        has saved the answer, not when the aborted read ends before that."""
+        outcome = None
         try:
-            await self.transport.cancel(stream.thread_id)  # returns once the server saved the answer
-        except ApiError as error:  # unreachable: once the network is back, else the server's grace timer stops it
-            if error.status == 0 and not self.network.online and await self.network.wait_online(CANCEL_WAIT_S):
-                try:
-                    await self.transport.cancel(stream.thread_id)
-                except ApiError:
-                    pass
-        await stream.ended.wait()
-        answer = self.store.thread(key).streaming_message
-        if answer is None:
-            return  # the stream ended by itself meanwhile
-        saved = await saved_answer(self.transport, stream.thread_id, answer.id)
-        self.store.finish(key, "interrupted", text=saved.content if saved is not None else None)
+            stream.abort()  # the fetch and the connection end now
+            try:
+                await self.transport.cancel(stream.thread_id)  # returns once the server saved the answer
+            except ApiError as error:  # unreachable: once the network is back, else the grace timer stops it
+                if error.status == 0 and not self.network.online and await self.network.wait_online(CANCEL_WAIT_S):
+                    try:
+                        await self.transport.cancel(stream.thread_id)
+                    except ApiError:
+                        pass
+            await stream.ended.wait()
+            answer = self.store.thread(key).streaming_message
+            if answer is None:
+                return  # the stream ended by itself meanwhile
+            saved = await saved_answer(self.transport, stream.thread_id, answer.id)
+            self.store.finish(key, "interrupted", text=saved.content if saved is not None else None)
+            outcome = "interrupted"
+        finally:
+            if self.on_end is not None:
+                self.on_end(key, outcome or (stream.router.outcome if stream.router is not None else "error"))
 
     async def _ended_on_server(self, key, stream: Link, router: _Router) -> None:
         """A reconnect found nothing running (204): show the answer as the server saved it."""
@@ -250,7 +258,7 @@ class Streams:
             if self.live.get(key) is stream:
                 del self.live[key]
             stream.ended.set()
-            if self.on_end is not None:
+            if self.on_end is not None and not stream.stopping:  # else `_stop` tells it
                 self.on_end(key, router.outcome)
 
     async def _read(self, key, stream: Link, router: _Router):
