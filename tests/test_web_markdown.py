@@ -871,6 +871,13 @@ VOCAB = ["word", "Word", " ", " ", "  ", "\n", "\n\n", ".", ",", "!", "?", "'", 
          "=", "&amp;", "\\", "é", "中文", "🙂", "http", "Title\n===\n", "- item", "```py\n", "\t", "%", "/", "^", "+"]
 
 
+def assert_same_blocks(got, want, source) -> None:
+    """`got` and `want` are the same blocks (kinds, spans, texts, trees); `source` names the failing text."""
+    assert [(b.kind, b.start, b.end, b.text, b.last) for b in got] == \
+        [(b.kind, b.start, b.end, b.text, b.last) for b in want], repr(source[-200:])
+    assert [b.node for b in got] == [b.node for b in want], repr(source[-200:])
+
+
 def check_stream_equals_full_parse(tokens, reference=None) -> int:
     """Stream `tokens` one at a time: after each, the blocks equal a parse of the whole text from scratch (or, with
     `reference`, what `reference(source)` returns). Returns how many updates took the no-parse path
@@ -881,9 +888,7 @@ def check_stream_equals_full_parse(tokens, reference=None) -> int:
         got = stream.update(source)
         unparsed += stream.parsed_chars == 0
         want = reference(source) if reference else render_blocks(source)
-        assert [(b.kind, b.start, b.end, b.text, b.last) for b in got] == \
-            [(b.kind, b.start, b.end, b.text, b.last) for b in want], repr(source[-200:])
-        assert [b.node for b in got] == [b.node for b in want], repr(source[-200:])
+        assert_same_blocks(got, want, source)
     return unparsed
 
 
@@ -941,9 +946,7 @@ def test_an_open_paragraph_inline_parsed_in_two_parts_renders_as_the_whole():
             got = stream.update(source)
             kept += len(stream.inline.text) > 0 and stream.parsed_chars > 0
             want = render_blocks(source)
-            assert [(b.kind, b.start, b.end, b.text, b.last) for b in got] == \
-                [(b.kind, b.start, b.end, b.text, b.last) for b in want], repr(source[-200:])
-            assert [b.node for b in got] == [b.node for b in want], repr(source[-200:])
+            assert_same_blocks(got, want, source)
     assert kept > 300  # the kept part was in use
 
 
@@ -959,9 +962,7 @@ def test_a_block_closed_by_a_blank_line_is_not_parsed_again():
             source += token
             got, want = stream.update(source), reference(source)
             alone += stream.reparsed == 1 and stream.parsed_chars > 0
-            assert [(b.kind, b.start, b.end, b.text, b.last) for b in got] == \
-                [(b.kind, b.start, b.end, b.text, b.last) for b in want], repr(source[-200:])
-            assert [b.node for b in got] == [b.node for b in want], repr(source[-200:])
+            assert_same_blocks(got, want, source)
         return alone
 
     assert parsed_alone(bench_md_tokens(400)) > 100

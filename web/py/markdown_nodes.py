@@ -96,21 +96,9 @@ class NodeBuilder:
         top = self.starts[first] if first < len(self.starts) else b
         if t.content and top + len(t.content) <= self.max and self.src.startswith(t.content, top):
             # the code is the source verbatim (a fence at the margin): no per-character list to build
-            lines, offs = [], range(self.off(top), self.off(top) + len(t.content) + 1)
+            offs = range(self.off(top), self.off(top) + len(t.content) + 1)
         else:
-            lines, offs = t.content.splitlines(keepends=True), []
-        for k, line in enumerate(lines):
-            ln = first + k
-            ls = self.starts[ln] if ln < len(self.starts) else b
-            le = self.starts[ln + 1] if ln + 1 < len(self.starts) else len(self.src)
-            body = line.rstrip("\n")
-            src_line = self.src[ls:le].rstrip("\n")
-            at = ls + len(src_line) - len(body) if src_line.endswith(body) else ls
-            offs.extend(self.off(at + i) for i in range(len(body)))
-            if line.endswith("\n"):
-                offs.append(self.off(at + len(body)))
-        if not isinstance(offs, range):
-            offs.append(offs[-1] + 1 if offs and offs[-1] < self.off(b) else self.off(b) if not offs else offs[-1])
+            offs = self.code_offsets(t.content, first, b)
         lang = (t.info or "").split()[0] if t.type == "fence" and t.info.strip() else ""
         lang = re.sub(r"[^A-Za-z0-9_+#.-]", "", lang)[:40]
         head = Node("div", {"class": "code-head"}, [
@@ -120,6 +108,23 @@ class NodeBuilder:
         code = Node("code", {"class": "md-code" + (f" language-{lang}" if lang else ""), "data-lang": lang},
                     highlight(t.content, offs, lang, open_block=not self.closed(t)))
         return Node("div", {"class": "code-block"}, [head, Node("pre", {}, [code])])
+
+    def code_offsets(self, content: str, first: int, b: int) -> list[int]:
+        """The source offset of each character of code whose lines start at line `first` (indentation or container
+        markers stripped), and its end; `b`: the block's end."""
+        offs: list[int] = []
+        for k, line in enumerate(content.splitlines(keepends=True)):
+            ln = first + k
+            ls = self.starts[ln] if ln < len(self.starts) else b
+            le = self.starts[ln + 1] if ln + 1 < len(self.starts) else len(self.src)
+            body = line.rstrip("\n")
+            src_line = self.src[ls:le].rstrip("\n")
+            at = ls + len(src_line) - len(body) if src_line.endswith(body) else ls
+            offs.extend(self.off(at + i) for i in range(len(body)))
+            if line.endswith("\n"):
+                offs.append(self.off(at + len(body)))
+        offs.append(offs[-1] + 1 if offs and offs[-1] < self.off(b) else self.off(b) if not offs else offs[-1])
+        return offs
 
     def closed(self, t) -> bool:
         """Whether a fence has its closing line (an indented code block is always whole)."""

@@ -157,8 +157,8 @@ def mathml(latex: str, display: bool, start: int, end: int) -> Node:
 
 @functools.lru_cache(maxsize=256)
 def _converted(latex: str, display: bool):
-    """latex2mathml's element (only read afterwards): a streaming answer's formula is converted again at every frame
-    until its block is finished, so the same formula is converted once."""
+    """latex2mathml's element (only read afterwards). `mathml` memoises a formula's tree at its place in the source;
+    this converts the same LaTeX once wherever it stands (`$n$` written ten times in an answer)."""
     from latex2mathml.converter import convert_to_element
     return convert_to_element(latex, display="block" if display else "inline")
 

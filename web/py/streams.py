@@ -201,7 +201,7 @@ class Streams:
             outcome = "interrupted"
         finally:
             if self.on_end is not None:
-                self.on_end(key, outcome or (stream.router.outcome if stream.router is not None else "error"))
+                self.on_end(key, outcome or stream.router.outcome)
 
     async def _ended_on_server(self, key, stream: Link, router: _Router) -> None:
         """A reconnect found nothing running (204): show the answer as the server saved it."""
