@@ -574,7 +574,7 @@ class FakeNode:
         return self.insertBefore(node, None)
 
     def insertBefore(self, node, ref):
-        FakeNode.ops += self.body
+        FakeNode.ops += self.body or (self.parent is not None and self.parent.body)  # a block into its group
         node.remove(count=False)
         node.parent = self
         self.kids.insert(self.kids.index(ref) if ref is not None else len(self.kids), node)
@@ -582,7 +582,7 @@ class FakeNode:
 
     def remove(self, count=True):
         if self.parent is not None:
-            FakeNode.ops += count and self.parent.body
+            FakeNode.ops += count and (self.parent.body or (self.parent.parent is not None and self.parent.parent.body))
             self.parent.kids.remove(self)
             self.parent = None
 
@@ -680,6 +680,33 @@ def test_a_frame_touches_the_tail_not_the_answer():
     longest_two = max(len(a.text) + len(b.text) + 2 for a, b in zip(stream.blocks, stream.blocks[1:]))
     assert worst_parsed <= longest_two + 200  # the open block and the one before it (+ the blank lines around)
     assert worst_visited <= 6 and worst_ops <= 8
+    assert view.container.text() == "".join(b.node.visible_text() for b in render_blocks(source))
+
+
+def test_blocks_sit_in_groups_in_document_order():
+    """The body holds only groups and the groups hold the blocks in order, a few dozen at most each, however the
+    text arrives and whatever pins redraw; the body's children stay about 1 in GROUP_BLOCKS of the blocks."""
+    module = md_view_module()
+    view = module.MarkdownBody(body())
+
+    def check():
+        assert view.container.kids == [g.node for g in view.groups]
+        assert [k for g in view.groups for k in g.node.kids] == [e.node for e in view.entries]
+        assert all(0 < g.size == len(g.node.kids) <= 2 * module.GROUP_BLOCKS for g in view.groups)
+        assert len(view.groups) <= len(view.entries) // module.GROUP_BLOCKS + 2
+
+    tokens, rng, parts, i = bench_md_tokens(900), random.Random(3), [], 0
+    while i < len(tokens):
+        step = rng.randint(1, 12)
+        parts.extend(tokens[i:i + step])
+        i += step
+        view.update("".join(parts))
+        check()
+    source = "".join(parts)
+    assert len(view.entries) > 4 * module.GROUP_BLOCKS
+    for anchors in ([(1, 100, 400), (2, len(source) // 2, len(source) // 2 + 90)], [], [(3, 0, len(source))]):
+        view.show(source, anchors)
+        check()
     assert view.container.text() == "".join(b.node.visible_text() for b in render_blocks(source))
 
 
