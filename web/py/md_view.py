@@ -132,18 +132,16 @@ class MarkdownBody:
         """Put a new block's node right after `prev`'s (or first): in prev's group, or at the start of the next group
         (a new one at the end) when that one is full and nothing placed after prev is in it. `later`: the entries
         after it, of which those with a group are already in place."""
-        if prev is None:
-            group = self.groups[0] if self.groups else None
-        else:
-            group = prev.group
-            if group.size >= GROUP_BLOCKS and not any(e.group is group for e in later):
-                at = self.groups.index(group) + 1
-                group = self.groups[at] if at < len(self.groups) else None
+        group = prev.group if prev is not None else self.groups[0] if self.groups else None
+        ref = _first_in(group, later)
+        if prev is not None and ref is None and group.size >= GROUP_BLOCKS:
+            at = self.groups.index(group) + 1
+            group = self.groups[at] if at < len(self.groups) else None
+            ref = _first_in(group, later)
         if group is None:
             group = _Group(dom.from_html('<div class="md-group"></div>'))
             self.container.appendChild(group.node)
             self.groups.append(group)
-        ref = next((e for e in later if e.group is group), None)
         group.node.insertBefore(entry.node, ref.node if ref is not None else None)
         group.size += 1
         entry.group = group
@@ -179,6 +177,11 @@ class MarkdownBody:
         offset, length = _points(position), len(str(position[0].data))
         prefer_later = offset == 0 or (offset < length and not end)
         return _html.position(entry.pieces, before + offset, prefer_later)
+
+
+def _first_in(group, entries):
+    """The first of `entries` placed in `group` (the node to insert before), or None (append; also for no group)."""
+    return next((e for e in entries if group is not None and e.group is group), None)
 
 
 def _points(position) -> int:
