@@ -20,6 +20,7 @@ import gc
 
 import api
 import dom
+import heap
 import md_view
 import message_view
 import tree
@@ -38,6 +39,7 @@ RETRY_S = 3.0
 # After an answer the server writes a title and a summary in the background (and a new pin gets its generated
 # starter questions): look again after these delays, so they show without a reload.
 REFRESH_DELAYS_S = (0.0, 1.0, 3.0)
+HEAP = heap.Heap(dom.after)  # the page's one cycle-collector policy, whoever is signed in
 
 
 class App:
@@ -45,7 +47,7 @@ class App:
         self.store = Store()
         self.streams = Streams(self.store, api.Transport(), on_end=self._on_stream_end,
                                on_unauthenticated=api.report_unauthenticated)
-        self.view = View(self.store, self, root)
+        self.view = View(self.store, self, root, after_frame=HEAP.after_frame)
         self.tasks = Tasks(on_error=lambda exc: self.view.show_global_error(f"Something went wrong: {exc}"))
         self.listeners = Listeners()
         self.listeners.add(dom.window, "pagehide", self._on_pagehide)

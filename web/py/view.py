@@ -30,8 +30,10 @@ __all__ = ["View"]
 class View:
     """The whole page. `actions` is the controller (main.App) the view reports user intents to."""
 
-    def __init__(self, store: Store, actions, root) -> None:
+    def __init__(self, store: Store, actions, root, after_frame=None) -> None:
+        """`after_frame()` is called after each frame drawn (main: the heap's freezes, heap.py)."""
         self.store = store
+        self.after_frame = after_frame
         self.actions = actions
         self.root = root
         self.listeners = Listeners()
@@ -130,6 +132,8 @@ class View:
         if self._merge_dirty:
             self._merge_dirty = False
             self.merge.render()
+        if self.after_frame is not None:
+            self.after_frame()
 
     def rerender(self) -> None:
         """Render every open panel and the merge dialog again at the next frame (e.g. once the Markdown renderer
