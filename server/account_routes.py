@@ -11,7 +11,7 @@ from aiohttp import web
 from .auth import CREDENTIAL, OPEN_STREAMS, SESSION_COOKIE, USER, accounts_of, client_key, start_session
 from .credentials import TOKEN_PREFIX, hash_password, new_secret, secret_hash, verify_password
 from .errors import ApiError
-from .keys import DB, OWNER, REGISTRY, SETTINGS
+from .keys import OWNER, REGISTRY, SETTINGS
 from .schemas import ChangePassword, CreateToken, CreateUser, Login, PatchUser, parse_body, path_id
 from .timestamps import now
 
@@ -44,10 +44,7 @@ def end_sessions_and_streams(request: web.Request, ended: list[int], user_id: in
 async def stop_answers(request: web.Request, user_id: int) -> None:
     """A disabled or removed user's answers stop now (a vanished reader alone would leave them running for the
     detach grace)."""
-    registry, db = request.app[REGISTRY], request.app[DB]
-    for thread_id, generation in list(registry.active.items()):
-        if await db.get_thread(thread_id, user_id) is not None:
-            generation.stop("user_disabled")
+    await request.app[REGISTRY].stop_answers(lambda owner: owner is not None and owner[0] == user_id)
 
 
 @routes.get("/api/auth/me")

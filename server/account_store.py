@@ -123,6 +123,20 @@ class AccountStore:
         await self._write("DELETE FROM sessions WHERE user_id = ? AND id IS NOT ?", user_id, keep)
         return [r["id"] for r in rows]
 
+    async def live_credentials(self, session_ids: set[int], token_ids: set[int],
+                               user_ids: set[int]) -> tuple[set[int], set[int], set[int]]:
+        """Which of these sessions and API tokens still exist and which of these users are still enabled: what the
+        open streams' re-check keeps (auth.OpenStreams.recheck)."""
+        async def present(sql: str, wanted: set[int]) -> set[int]:
+            if not wanted:
+                return set()
+            rows = await (await self.conn.execute(sql.format(",".join("?" * len(wanted))), tuple(wanted))).fetchall()
+            return {row[0] for row in rows}
+
+        return (await present("SELECT id FROM sessions WHERE id IN ({})", session_ids),
+                await present("SELECT id FROM api_tokens WHERE id IN ({})", token_ids),
+                await present("SELECT id FROM users WHERE NOT disabled AND id IN ({})", user_ids))
+
     # API tokens
 
     async def create_token(self, user_id: int, name: str, secret_hash: str) -> dict[str, Any]:

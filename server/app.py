@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator
@@ -62,7 +63,9 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     app[UTILITY] = Utility(db, app[ROUTER])
     app[REGISTRY].on_complete = app[UTILITY].after_answer
     await provider.warm_up(app[ROUTER])
+    watcher = asyncio.create_task(_recheck_credentials(app))
     yield
+    watcher.cancel()
     await app[REGISTRY].shutdown()
     await app[UTILITY].shutdown()
     await db.close()
@@ -70,6 +73,19 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         from . import embedded
 
         await embedded.close()
+
+
+async def _recheck_credentials(app: web.Application) -> None:
+    """Sign-outs, disabled users and revoked tokens in this process end their streams at once (account_routes);
+    those made elsewhere (the users CLI, another worker sharing the database) are found here, within an interval."""
+    while True:
+        await asyncio.sleep(app[SETTINGS].credential_recheck)
+        try:
+            await app[OPEN_STREAMS].recheck(app[DB].accounts)
+            if app[REGISTRY].active:
+                await app[REGISTRY].stop_answers(lambda owner: owner is None or not owner[1])
+        except Exception:  # a locked or closing database: look again at the next interval
+            log.exception("re-checking the open streams' credentials failed")
 
 
 async def _stop_generations(app: web.Application) -> None:

@@ -45,6 +45,19 @@ class OpenStreams:
             if credential != keep and (credential in credentials or owner == user_id):
                 task.cancel()
 
+    async def recheck(self, accounts: AccountStore) -> None:
+        """End the streams whose credential ended outside this process (another worker, `python -m server users
+        disable|passwd|remove`): a session or API token gone, a user disabled or removed."""
+        held = set(self.tasks.values())
+        if not held:
+            return
+        ids = {kind: {int(c.split(":")[1]) for c, _ in held if c.startswith(kind + ":")} for kind in ("session", "token")}
+        sessions, tokens, enabled = await accounts.live_credentials(ids["session"], ids["token"], {u for _, u in held})
+        live = {f"session:{i}" for i in sessions} | {f"token:{i}" for i in tokens} | {"header", "none"}
+        for task, (credential, owner) in list(self.tasks.items()):
+            if credential not in live or owner not in enabled:
+                task.cancel()
+
 
 OPEN_STREAMS = web.AppKey("open_streams", OpenStreams)
 

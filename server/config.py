@@ -34,6 +34,7 @@ class Settings:
     auth_header: str = ""  # e.g. Remote-User: single sign-on by a trusted proxy's header
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides the loopback names and --host; "*": any
     session_idle_hours: float = 168.0
+    credential_recheck: float = 5.0  # seconds between re-checks of the open streams' sessions, tokens and users
     max_streams_per_user: int = 8
     max_generations: int = 256  # answers this process writes at once; past it a new one gets 503 + Retry-After
     loop: str = "auto"  # auto: uvloop when installed; asyncio: the standard loop
@@ -94,6 +95,9 @@ _OPTIONS = [
      "comma-separated Host names served besides localhost and --host (e.g. chat.example.com behind nginx); "
      "'*' serves any Host (exposes the server to DNS rebinding)"),
     ("session_idle_hours", "PINCHAT_SESSION_IDLE_HOURS", float, "a session unused this long ends"),
+    ("credential_recheck", "PINCHAT_CREDENTIAL_RECHECK", float,
+     "seconds between checks that each open stream's session, API token and user are still valid (ended by another "
+     "process, e.g. `python -m server users disable`); its answers stop too when the user is disabled"),
     ("max_streams_per_user", "PINCHAT_MAX_STREAMS_PER_USER", int, "answers one user may stream at once"),
     ("chats_per_minute", "PINCHAT_CHATS_PER_MINUTE", int, "answers (chats and merges) one user may start per minute"),
     ("max_generations", "PINCHAT_MAX_GENERATIONS", int,

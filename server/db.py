@@ -194,6 +194,15 @@ class Database:
                               thread_id, user_id)
         return thread_dict(row) if row else None
 
+    async def thread_owners(self, thread_ids: list[int]) -> dict[int, tuple[int | None, bool]]:
+        """(owner's id, whether the owner is enabled) of each of these threads that still exists."""
+        if not thread_ids:
+            return {}
+        rows = await self._all(
+            "SELECT threads.id, threads.user_id, users.disabled FROM threads LEFT JOIN users ON users.id = threads.user_id"
+            f" WHERE threads.id IN ({','.join('?' * len(thread_ids))})", *thread_ids)
+        return {row[0]: (row[1], not row[2]) for row in rows}
+
     async def list_threads(self, user_id: int) -> list[dict[str, Any]]:
         rows = await self._all(
             f"SELECT {THREAD_COLUMNS} FROM threads WHERE parent_id IS NULL AND user_id = ?"

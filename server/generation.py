@@ -14,7 +14,6 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 import litellm
 from litellm import Router
@@ -229,6 +228,15 @@ class Registry:
 
     def get(self, thread_id: int) -> Generation | None:
         return self.active.get(thread_id)
+
+    async def stop_answers(self, stops: Callable[[tuple[int | None, bool] | None], bool]) -> None:
+        """Stop (saved as interrupted) the answers whose thread `stops` picks, given the thread's (owner id, owner
+        enabled), or None for a thread that no longer exists."""
+        running = list(self.active.items())  # not those started while the owners are read
+        owners = await self.db.thread_owners([thread_id for thread_id, _ in running])
+        for thread_id, generation in running:
+            if stops(owners.get(thread_id)):
+                generation.stop("user_disabled")
 
     async def shutdown(self) -> None:
         """Stop every generation and wait until each answer is saved."""

@@ -11,7 +11,7 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from server.credentials import login_link
-from server.keys import DB
+from server.keys import DB, REGISTRY
 from tests.conftest import PASSWORD, add_user, browser_like, sign_in
 from tests.fake_upstream import Script
 from tests.server_process import ROOT, ServerProcess
@@ -215,6 +215,42 @@ async def test_command_line_user_management(tmp_path, make_app, settings):
     token = run_cli("users", "--db", db, "token", "owner").stdout.strip()
     async with httpx.AsyncClient(base_url=app.base, headers={"Authorization": f"Bearer {token}"}) as script:
         assert (await script.get("/api/threads")).status_code == 200
+
+
+async def test_the_command_line_ends_running_streams_and_stops_a_disabled_users_answers(make_app, settings, fake):
+    """The CLI is another process (as a second worker would be): the server finds what it changed by re-checking
+    its open streams' sessions, tokens and users every `credential_recheck` seconds."""
+    app = await make_app(settings, credential_recheck=0.2)
+    await add_user(app, "alice")
+    page = await sign_in(app, "alice", timeout=30)
+    token = (await page.post("/api/tokens", json={"name": "script"})).json()["token"]
+    script = httpx.AsyncClient(base_url=app.base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    by_page, by_script = [(await client.post("/api/threads", json={})).json()["id"] for client in (page, script)]
+    db = str(settings.db)
+
+    async def answer_while(client, thread_id: int, *cli_args: str, stdin: str = "") -> list[dict]:
+        fake.push(Script(tokens=[f"t{i} " for i in range(1500)], delay=0.02))  # 30 s unless something ends it
+        stream = asyncio.create_task(stream_until_ended(client, thread_id))
+        while not ((generation := app.client.server.app[REGISTRY].get(thread_id)) and generation.text):
+            await asyncio.sleep(0.02)
+        done = await asyncio.to_thread(run_cli, "users", "--db", db, *cli_args, stdin=stdin)
+        assert done.returncode == 0, done.stderr
+        return await asyncio.wait_for(stream, 5)
+
+    events = await answer_while(page, by_page, "passwd", "alice", "--password-stdin", stdin="another one!\n")
+    assert 0 < len(events) < 1500 and events[-1]["type"] != "done"  # the page's stream ended: its session is gone
+    assert (await page.get("/api/auth/me")).status_code == 401
+    while app.client.server.app[REGISTRY].get(by_page):  # no reader and no grace (detach_grace 0): it stops
+        await asyncio.sleep(0.05)
+
+    events = await answer_while(script, by_script, "disable", "alice")
+    assert 0 < len(events) < 1500 and events[-1]["type"] != "done"  # the token's user is disabled
+    while app.client.server.app[REGISTRY].get(by_script):
+        await asyncio.sleep(0.05)
+    answer = (await app.client.server.app[DB].messages(by_script))[-1]
+    assert answer["status"] == "interrupted" and answer["content"].startswith("t0 t1 ")
+    await page.aclose()
+    await script.aclose()
 
 
 async def test_start_prints_a_sign_in_url_to_the_console_and_refuses_an_open_server(tmp_path, fake):
