@@ -218,3 +218,23 @@ async def test_no_proxy_leak_per_message(app_page):
         assert live - base <= 1, f"{live - base} PyProxies left alive after 5 messages"
     finally:
         await page.evaluate("() => pinchat.pyodide._module.disable_pyproxy_allocation_tracing()")
+
+
+async def test_a_finished_answer_is_kept_out_of_the_cycle_collectors_walks(app_page):
+    """web/py/heap.py through the view: after a frame, what is alive is frozen (at most once a second), so Python's
+    collector no longer walks a finished answer's blocks at every pass (in a long answer that walk took 131 ms)."""
+    page = app_page
+    await page.wait_for_selector("html[data-renderer=warm]", state="attached")  # its one freeze of the start-up heap
+    tid = await new_thread(page)
+    await send(page, tid, "Blocks " + directive("G", 50))
+    await wait_answer(page, tid, "complete")
+    seen = f"""
+import gc, main
+answer = [v for v in main.APP.view.panels[{tid}].messages.values() if v.md is not None and v.md.entries][-1]
+node = answer.md.entries[0].block.node
+any(o is node for o in gc.get_objects())
+"""
+    await page.wait_for_timeout(1100)  # a second after the last freeze: the next frame freezes again
+    await page.evaluate("pinchat.pyodide.runPython('import main; main.APP.view.schedule()')")
+    await page.wait_for_timeout(200)
+    assert await page.evaluate("(code) => pinchat.pyodide.runPython(code)", seen) is False
