@@ -9,9 +9,9 @@ answer left 48 objects of cyclic garbage (measured in bench's browser figure; be
   `FREEZE_EVERY` seconds: `gc.freeze()` moves it out of the collector's reach in O(1), and each collection then
   sees only the objects of the last second.
 * Something frozen that becomes garbage later in a reference cycle (a closed panel with its views) is not
-  collected while frozen. `SWEEP_AFTER` seconds after the last freeze, when no frame ran meanwhile (no answer
-  streams, nobody is using the page), `sweep()` unfreezes everything, collects it in one pass (~0.3 s for that
-  heap) and freezes what is left.
+  collected while frozen. `SWEEP_AFTER` seconds after the last freeze (frames that go on freeze again and push it
+  back: it comes when no answer streams and nobody uses the page), `sweep()` unfreezes everything, collects it in
+  one pass (~0.3 s for that heap) and freezes what is left.
 """
 
 from __future__ import annotations
