@@ -128,9 +128,43 @@ async def test_new_thread_opens_one_draft_and_leaves_no_empty_threads(app_page, 
     assert await page.locator(DRAFT).count() == 0
     await page.click("[data-testid=new-thread]")
     await page.wait_for_selector(DRAFT)
+    box = page.locator(f"{DRAFT} [data-testid=composer]")
+    assert await box.input_value() == "never sent"  # kept for the next draft (unsent.py), still not created
+    await box.fill("")
     await page.wait_for_timeout(300)  # the list refresh a draft starts
     assert await page.locator(".thread-item").count() == rows
     assert thread_ids(app_server) == before
+    assert page.problems == []
+
+
+async def test_unsent_text_survives_a_reload(app_page, app_server):
+    """A composer's text not sent yet comes back after a reload (the tab's sessionStorage, per user and thread),
+    a sent message leaves nothing behind, and a reload while writing a new thread's first message opens that draft."""
+    page = app_page
+    tid = await new_thread(page)
+    composer = f"{MAIN}[data-thread-id='{tid}'] [data-testid=composer]"
+    await page.locator(composer).fill("half a thought")
+    await page.reload()
+    await wait_ready(page)
+    assert await page.locator(composer).input_value() == "half a thought"
+    await send(page, tid, "Sent now " + directive("W", 2))
+    await wait_answer(page, tid, "complete")
+    await page.reload()
+    await wait_ready(page)
+    assert await page.locator(composer).input_value() == ""
+    assert app_server.get(f"/api/threads/{tid}")["messages"][0]["content"].startswith("Sent now ")
+
+    await page.click("[data-testid=new-thread]")
+    await page.wait_for_selector(DRAFT)
+    await page.keyboard.type("a new idea")
+    before = thread_ids(app_server)
+    await page.reload()
+    await wait_ready(page)
+    box = page.locator(f"{DRAFT} [data-testid=composer]")
+    await box.wait_for()
+    assert await box.input_value() == "a new idea"
+    assert thread_ids(app_server) == before  # still nothing created
+    await box.fill("")
     assert page.problems == []
 
 

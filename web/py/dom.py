@@ -6,7 +6,8 @@
   (a bare Python function would be a borrowed proxy, destroyed right after `addEventListener` returns).
 * `from_html()` parses markup that is safe by construction (markdown_html) into an element; `text_position()`
   turns a DOM Range boundary into (Text node, offset), `child_of()` and `text_before()` place it in a rendered
-  block; `copy_text()` puts text on the clipboard; `after()` runs a callback later.
+  block; `copy_text()` puts text on the clipboard; `after()` runs a callback later; `TabStorage` is the tab's
+  sessionStorage (unsent.py keeps the composers' text in it).
 * `Tasks` keeps the asyncio tasks a controller spawns alive and reports the ones that fail.
 * `next_frame()` runs a callback on the next animation frame; `options()` makes a plain JS options object;
   `scroll_into_view()`, `selection()`, `new_range()`, `window_box()` and `by_id()` wrap the rest of what the views
@@ -18,12 +19,12 @@ from __future__ import annotations
 import asyncio
 
 import js
-from pyodide.ffi import create_once_callable, create_proxy
+from pyodide.ffi import JsException, create_once_callable, create_proxy
 
 __all__ = ["document", "window", "Listeners", "Tasks", "el", "composer", "sends",
            "text", "closest", "options", "next_frame", "scroll_into_view",
            "selection", "new_range", "window_box", "by_id", "log_error", "set_title", "page_visible",
-           "from_html", "child_of", "text_before", "text_position", "copy_text", "after"]
+           "from_html", "child_of", "text_before", "text_position", "copy_text", "after", "TabStorage"]
 
 document = js.document
 window = js.window
@@ -239,3 +240,34 @@ def copy_text(value: str, on_done=None) -> None:
 
 def after(ms: int, callback) -> None:
     window.setTimeout(create_once_callable(callback), ms)
+
+
+class TabStorage:
+    """The tab's sessionStorage for unsent.Unsent. A browser that refuses it (storage off, quota full) keeps
+    nothing and says nothing: the composer works as before, only a reload forgets its text."""
+
+    def get(self, key: str) -> str | None:
+        try:
+            value = window.sessionStorage.getItem(key)
+        except JsException:
+            return None
+        return value if isinstance(value, str) else None  # a missing key is JS null (pyodide's jsnull, not None)
+
+    def set(self, key: str, value: str) -> None:
+        try:
+            window.sessionStorage.setItem(key, value)
+        except JsException:
+            pass
+
+    def remove(self, key: str) -> None:
+        try:
+            window.sessionStorage.removeItem(key)
+        except JsException:
+            pass
+
+    def keys(self) -> list[str]:
+        try:
+            storage = window.sessionStorage
+            return [str(storage.key(i)) for i in range(int(storage.length))]
+        except JsException:
+            return []

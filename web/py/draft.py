@@ -12,6 +12,7 @@ Test hooks: the panel is `section.panel-main[data-draft=true]` (no `data-thread-
 from __future__ import annotations
 
 from dom import Listeners, composer, el, sends
+from unsent import NEW
 
 __all__ = ["DraftPanel"]
 
@@ -37,6 +38,7 @@ class DraftPanel:
         self.node.appendChild(form)
         self.listeners.add(form, "submit", self._on_submit)
         self.listeners.add(self.input, "keydown", self._on_key)
+        view.actions.unsent.attach(self.listeners, self.input, NEW)
 
     def _on_submit(self, event) -> None:
         event.preventDefault()
@@ -52,6 +54,7 @@ class DraftPanel:
         if self.busy or not text.strip():
             return
         self.set_busy(True)
+        self.view.actions.unsent.save(NEW, "")  # written back if the thread cannot be made (failed)
         self.view.actions.create_with(text)
 
     def set_busy(self, busy: bool) -> None:
@@ -65,6 +68,7 @@ class DraftPanel:
     def failed(self, message: str) -> None:
         """The thread could not be created: the text stays, with the reason, ready to send again."""
         self.set_busy(False)
+        self.view.actions.unsent.save(NEW, str(self.input.value))
         self.set_error(message)
         self.focus()
 

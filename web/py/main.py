@@ -29,6 +29,7 @@ from dom import Listeners, Tasks
 from navigation import format_hash, parse_hash, pin_changes
 from shell import Shell
 from store import Store
+from unsent import NEW, Unsent
 from streams import Streams
 from view import View
 
@@ -43,8 +44,9 @@ HEAP = heap.Heap(dom.after)  # the page's one cycle-collector policy, whoever is
 
 
 class App:
-    def __init__(self, root) -> None:
+    def __init__(self, root, user_id: int) -> None:
         self.store = Store()
+        self.unsent = Unsent(dom.TabStorage(), user_id)  # the composers' text across a reload
         self.streams = Streams(self.store, api.Transport(), on_end=self._on_stream_end,
                                on_unauthenticated=api.report_unauthenticated)
         self.view = View(self.store, self, root, after_frame=HEAP.after_frame)
@@ -64,7 +66,7 @@ class App:
         if not await self.refresh_list():
             self.spawn(self._retry_list())
         main_id = hash_state.get("t")
-        if main_id is None and self.store.thread_list:
+        if main_id is None and self.store.thread_list and not self.unsent.load(NEW):  # else the draft being written
             main_id = self.store.thread_list[0]["id"]
         if main_id is None:
             self.show_draft()
@@ -123,6 +125,7 @@ class App:
         panel = self.view.panels[thread_id]
         if not started:  # refused here (too many answers streaming): its reason shows, the text stays
             panel.input.value = text
+            self.unsent.save(thread_id, text)
         panel.focus()
 
     def busy_threads(self) -> set[int]:

@@ -22,6 +22,7 @@ from account_view import AccountPanel
 from contract import ApiError
 from dom import Listeners, Tasks, el
 from signin_view import SignInView
+from unsent import forget_all
 from users_view import UsersPanel
 
 __all__ = ["Shell"]
@@ -159,7 +160,7 @@ class Shell:
         self._render_user()
         self.html.dataset.auth = "signed-in"
         dom.set_title("pinchat")
-        self.app = self.app_class(self.body)
+        self.app = self.app_class(self.body, me["user"]["id"])
         self.set_app(self.app)
         await self.app.boot()
 
@@ -214,6 +215,7 @@ class Shell:
                     self.app.view.show_global_error(f"Could not sign out: {exc.message}")
                 return
         api.clear_location()  # the next user starts from scratch
+        forget_all(dom.TabStorage())  # and finds no unsent text of this one in the tab
         self.show_signin()
 
     def _leave(self) -> None:

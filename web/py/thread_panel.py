@@ -69,6 +69,7 @@ class ThreadPanel:
 
         self.listeners.add(form, "submit", self._on_submit)
         self.listeners.add(self.input, "keydown", self._on_key)
+        view.actions.unsent.attach(self.listeners, self.input, thread_id)
         self.listeners.add(self.stop, "click", lambda e: view.actions.stop(thread_id))
         self.listeners.add(self.list, "click", self._on_list_click)
         self.listeners.add(self.crumbs, "click", self._on_crumb_click)
@@ -91,6 +92,7 @@ class ThreadPanel:
             return
         if self.view.actions.send(self.thread_id, text):
             self.input.value = ""
+            self.view.actions.unsent.save(self.thread_id, "")
 
     def _on_key(self, event) -> None:
         if sends(event):
