@@ -29,8 +29,8 @@ from dom import Listeners, Tasks
 from navigation import format_hash, parse_hash, pin_changes
 from shell import Shell
 from store import Store
-from unsent import NEW, Unsent
 from streams import Streams
+from unsent import NEW, Unsent
 from view import View
 
 __all__ = ["App", "start"]
