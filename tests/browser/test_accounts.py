@@ -120,9 +120,13 @@ async def test_password_sign_in_form(browser, app_server):
         await wait_ready(page)
         assert await page.get_attribute("html", "data-auth") == "signed-in"
         await wait_answer(page, tid, "complete")
+        await panel(page, tid).locator("[data-testid=composer]").fill("not for the next user")
+        unsent = "() => Object.keys(sessionStorage).filter(k => k.startsWith('pinchat.unsent.'))"
+        assert len(await page.evaluate(unsent)) == 1
 
         await page.click("[data-testid=signout]")
         await page.wait_for_selector(SIGNED_OUT)
+        assert await page.evaluate(unsent) == []  # the tab keeps no unsent text of hers
         await page.reload()
         await wait_ready(page)
         await page.wait_for_selector(SIGNED_OUT)
