@@ -82,8 +82,7 @@ async def _recheck_credentials(app: web.Application) -> None:
         await asyncio.sleep(app[SETTINGS].credential_recheck)
         try:
             await app[OPEN_STREAMS].recheck(app[DB].accounts)
-            if app[REGISTRY].active:
-                await app[REGISTRY].stop_answers(lambda owner: owner is None or not owner[1])
+            await app[REGISTRY].stop_answers(lambda owner: owner is None or not owner[1])  # no query when none runs
         except Exception:  # a locked or closing database: look again at the next interval
             log.exception("re-checking the open streams' credentials failed")
 
