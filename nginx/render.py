@@ -10,6 +10,9 @@ Values may not contain a double quote, a semicolon, braces or a line break (they
 
 With `PREFIX` given, the folders nginx expects under it are created: `logs/` and `tmp/` (its temp paths).
 
+`pinchat-headers.conf` (the security headers for the files nginx serves itself) is written from the app's own
+`server/page_headers.py`, so the two servers cannot drift apart.
+
 Used by `scripts/nginx.sh` (`just nginx`) and by `tests/test_nginx.py`, so the tests run the config that ships.
 Standard library only: it runs under any Python 3.9+, no virtualenv needed.
 """
@@ -18,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import re
+import runpy
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 UNSAFE = re.compile(r'["\n\r;{}]')
+PAGE_HEADERS_SOURCE = HERE.parent / "server" / "page_headers.py"
+HEADERS_FILE = "pinchat-headers.conf"
 
 
 class RenderError(ValueError):
@@ -49,6 +55,19 @@ def render_text(text: str, values: dict[str, str], name: str = "<template>") -> 
     return out, used
 
 
+def headers_conf(source: Path = PAGE_HEADERS_SOURCE) -> str:
+    """`add_header` lines (location context) for the app's PAGE_HEADERS: what the app sends with every response."""
+    headers = runpy.run_path(str(source))["PAGE_HEADERS"]
+    lines = [f"# Written by render.py from {source.parent.name}/{source.name}: the security headers the app sends with",
+             "# every response, for the files nginx serves itself (location context; add_header in a location replaces",
+             "# the server level's, so each location includes this file)."]
+    for name, value in headers.items():
+        if re.search(r'["\\$\n\r]', value):  # nginx would read `$name` as its variable
+            raise RenderError(f"{source.name}: header {name} may not hold a quote, '$', a backslash or a line break")
+        lines.append(f'add_header {name} "{value}" always;')
+    return "\n".join(lines) + "\n"
+
+
 def render_dir(out: Path, values: dict[str, str], templates: Path = HERE) -> list[Path]:
     """Render every `*.template` of `templates` into `out`; return the files written."""
     for key, value in values.items():
@@ -63,6 +82,7 @@ def render_dir(out: Path, values: dict[str, str], templates: Path = HERE) -> lis
         text, names = render_text(source.read_text(), values, source.name)
         used |= names
         rendered[out / source.name.removesuffix(".template")] = text
+    rendered[out / HEADERS_FILE] = headers_conf()
     unused = set(values) - used
     if unused:
         raise RenderError(f"unknown variable(s) {', '.join(sorted(unused))}: no template uses them")

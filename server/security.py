@@ -13,30 +13,11 @@ from aiohttp import web
 from .auth import CREDENTIAL
 from .errors import ApiError
 from .keys import SETTINGS
+from .page_headers import PAGE_HEADERS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-# Pyodide compiles its WebAssembly ('wasm-unsafe-eval'); nothing else is allowed to run or load from elsewhere.
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'self'",
-    "script-src 'self' 'wasm-unsafe-eval'",
-    "style-src 'self'",
-    "img-src 'self' data: https:",  # a remote image in an answer loads only when the user clicks its placeholder
-    "connect-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-])
-PAGE_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "Referrer-Policy": "same-origin",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
 
 
 def host_name(value: str) -> str:
