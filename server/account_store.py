@@ -11,6 +11,7 @@ from typing import Any
 
 import aiosqlite
 
+from .sql import placeholders
 from .timestamps import ago, later, now
 
 OWNER_NAME = "owner"
@@ -130,7 +131,7 @@ class AccountStore:
         async def present(sql: str, wanted: set[int]) -> set[int]:
             if not wanted:
                 return set()
-            rows = await (await self.conn.execute(sql.format(",".join("?" * len(wanted))), tuple(wanted))).fetchall()
+            rows = await (await self.conn.execute(sql.format(placeholders(len(wanted))), tuple(wanted))).fetchall()
             return {row[0] for row in rows}
 
         return (await present("SELECT id FROM sessions WHERE id IN ({})", session_ids),

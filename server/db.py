@@ -12,6 +12,7 @@ from typing import Any
 import aiosqlite
 
 from .account_store import AccountStore
+from .sql import placeholders
 from .timestamps import now
 
 # Each entry moves the schema one version up; PRAGMA user_version records how far a file has come.
@@ -200,7 +201,7 @@ class Database:
             return {}
         rows = await self._all(
             "SELECT threads.id, threads.user_id, users.disabled FROM threads LEFT JOIN users ON users.id = threads.user_id"
-            f" WHERE threads.id IN ({','.join('?' * len(thread_ids))})", *thread_ids)
+            f" WHERE threads.id IN ({placeholders(len(thread_ids))})", *thread_ids)
         return {row[0]: (row[1], not row[2]) for row in rows}
 
     async def list_threads(self, user_id: int) -> list[dict[str, Any]]:
@@ -266,7 +267,7 @@ class Database:
 
     async def set_title(self, thread_id: int, title: str, source: str, *, unless: tuple[str, ...] = ()) -> bool:
         """Set a title unless the current one came from a source in `unless` (e.g. never overwrite the user's)."""
-        keep = f" AND (title_source IS NULL OR title_source NOT IN ({','.join('?' * len(unless))}))" if unless else ""
+        keep = f" AND (title_source IS NULL OR title_source NOT IN ({placeholders(len(unless))}))" if unless else ""
         cur = await self.conn.execute(
             f"UPDATE threads SET title = ?, title_source = ? WHERE id = ?{keep}", (title, source, thread_id, *unless))
         await self.conn.commit()
