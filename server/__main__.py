@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from .app import create_app
     from .provider import ModelConfigError
-    from .proxy import ProxyAwareAccessLogger
+    from .proxy import MalformedRequestsInOneLine, ProxyAwareAccessLogger
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestsInOneLine())
     try:
         app = create_app(settings)
     except (ModelConfigError, RuntimeError) as exc:

@@ -146,7 +146,7 @@ async def handle_list_users(request: web.Request) -> web.Response:
 async def handle_add_user(request: web.Request) -> web.Response:
     require_admin(request)
     body = await parse_body(request, CreateUser)  # 422 weak_password
-    username, password, is_admin = body.username.strip(), body.password, body.is_admin
+    username, password, is_admin = body.username, body.password, body.is_admin
     try:
         user = await accounts_of(request).create_user(username, await hash_password(password), is_admin)
     except sqlite3.IntegrityError:

@@ -63,6 +63,16 @@ class AccountStore:
         await self.conn.commit()
         return await self.user(cur.lastrowid)
 
+    async def signed_on_user(self, username: str) -> dict[str, Any]:
+        """The user a single sign-on proxy names, created without a password on their first request."""
+        user = await self.user_by_name(username)
+        if user is None:
+            try:
+                user = await self.create_user(username, None)
+            except sqlite3.IntegrityError:  # their first two requests came at once: the other one created them
+                user = await self.user_by_name(username)
+        return user
+
     async def user(self, user_id: int) -> dict[str, Any] | None:
         row = await self._one(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", user_id)
         return user_dict(row) if row else None

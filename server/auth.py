@@ -19,6 +19,11 @@ from .credentials import new_secret, secret_hash
 from .errors import ApiError
 from .keys import DB, OWNER, SETTINGS
 from .proxy import client_address
+from .schemas import CONTROL_CHARACTER
+
+# Longer than the 64 of names made here: single sign-on names are often e-mail addresses (at most 254). A longer
+# one is refused, never cut: two people whose names share a beginning would share an account.
+MAX_SIGN_ON_NAME_CHARS = 254
 
 SESSION_COOKIE = "pinchat_session"
 PUBLIC_API = frozenset({"/api/health", "/api/auth/me", "/api/auth/login", "/api/openapi.json"})
@@ -82,9 +87,10 @@ async def identify(request: web.Request, settings: Settings) -> tuple[dict[str, 
     if settings.auth_header and request.remote in settings.trusted_proxies:
         name = request.headers.get(settings.auth_header, "").strip()
         if name:
-            user = await accounts.user_by_name(name)
-            if user is None:
-                user = await accounts.create_user(name[:64], None)
+            if len(name) > MAX_SIGN_ON_NAME_CHARS or CONTROL_CHARACTER.search(name):
+                raise ApiError(403, "forbidden", f"The name your sign-on proxy gives ({settings.auth_header}) is not "
+                                                 f"one line of at most {MAX_SIGN_ON_NAME_CHARS} characters.")
+            user = await accounts.signed_on_user(name)
             return (None if user["disabled"] else (user, "header"))
     if settings.auth == "none":
         return request.app[OWNER], "none"

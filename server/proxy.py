@@ -1,8 +1,12 @@
-"""The client's address: taken from X-Real-IP / X-Forwarded-For only when the request came from a trusted proxy."""
+"""The client's address: taken from X-Real-IP / X-Forwarded-For only when the request came from a trusted proxy;
+and the log lines that show it."""
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
@@ -21,11 +25,20 @@ def client_address(request: web.BaseRequest, trusted: tuple[str, ...]) -> str | 
     return peer
 
 
+def _trusted_proxies(request: web.BaseRequest) -> tuple:
+    """The app's trusted proxies; none for a request the HTTP parser refused (a missing Host, a URL over 8 KB),
+    which never reached routing and so has no app: `request.app` asserts there, it does not raise AttributeError."""
+    try:
+        return request.app[TRUSTED_PROXIES]
+    except (AssertionError, AttributeError):
+        return ()
+
+
 class ProxyAwareAccessLogger(AccessLogger):
     """Access log lines show the real client, not nginx's loopback address, and no sign-in secret."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        trusted = request.app[TRUSTED_PROXIES] if hasattr(request, "app") else ()
+        trusted = _trusted_proxies(request)
         client = client_address(request, trusted)
         changes: dict = {}
         if client != request.remote:
@@ -35,3 +48,17 @@ class ProxyAwareAccessLogger(AccessLogger):
         if changes:
             request = request.clone(**changes)
         super().log(request, response, time)
+
+
+class MalformedRequestsInOneLine(logging.Filter):
+    """For the `aiohttp.server` logger: aiohttp logs a request its HTTP parser refused (a URL over 8 KB, a broken
+    header line) at ERROR with a traceback quoting the raw request, so anyone could fill the log with tracebacks and
+    a secret in a URL would be written out. It is the client's mistake, answered 400: one WARNING line naming it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+            record.msg, record.args = f"{record.getMessage()}: {type(error).__name__} ({error.code})", ()
+            record.exc_info = record.exc_text = None
+        return True

@@ -89,7 +89,7 @@ async def handle_create_thread(request: web.Request) -> web.Response:
         if await db.get_thread(parent_id, user_id(request)) is None:
             raise ApiError(422, "invalid_pin", "`parent_id` is not an existing thread.")
         anchor = await validate_anchor(db, parent_id, anchor)
-    thread = await db.create_thread(user_id(request), title.strip() if title else None, parent_id, anchor)
+    thread = await db.create_thread(user_id(request), title or None, parent_id, anchor)
     if anchor is not None:
         request.app[UTILITY].after_pin_created(thread)
     return web.json_response(with_state(request, thread), status=201)

@@ -37,6 +37,7 @@ MAX_TEXT_CHARS = 2_000_000  # any one string of an import (the body limit, --max
 
 _OWN_CODES = frozenset({"invalid_anchor", "invalid_pin", "invalid_instruction"})
 _SURROGATE = re.compile("[\ud800-\udfff]")
+CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 _DIGITS = re.compile("[0-9]{1,19}")
 
 
@@ -92,6 +93,20 @@ def bounded(max_length: int, min_length: int = 0) -> Any:
                      BeforeValidator(_no_surrogates)]
 
 
+def _one_line(value: str) -> str:
+    if CONTROL_CHARACTER.search(value):
+        raise PydanticCustomError("control_character", "must be one line of text, without control characters")
+    return value
+
+
+def single_line(max_length: int, min_length: int = 1) -> Any:
+    """A name shown on one line (a user name, a title, a token's name): spaces around it are dropped before the
+    length is checked, so "  " is no name."""
+    return Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=min_length,
+                                            max_length=max_length),
+                     BeforeValidator(_no_surrogates), AfterValidator(_one_line)]
+
+
 def choice(*values: str) -> Any:
     """One of these strings (an enum in the schema)."""
     return Annotated[Literal[values], BeforeValidator(_no_surrogates)]
@@ -138,7 +153,7 @@ class AnchorIn(Body):
 class CreateThread(Body):
     """A new thread; with `parent_id` and `anchor`, a pin on the passage [start, end) of a parent's answer."""
 
-    title: bounded(MAX_TITLE_CHARS) | None = None
+    title: single_line(MAX_TITLE_CHARS, min_length=0) | None = Field(None, description="blank: the automatic title")
     parent_id: Id | None = None
     anchor: AnchorIn | None = Field(None, json_schema_extra=code("invalid_anchor"))
 
@@ -224,7 +239,7 @@ class ExportDocument(ExportPart):
 
 Password = bounded(MAX_PASSWORD_CHARS)
 NewPassword = bounded(MAX_PASSWORD_CHARS, min_length=MIN_PASSWORD_CHARS)
-Username = bounded(MAX_USERNAME_CHARS, min_length=1)
+Username = single_line(MAX_USERNAME_CHARS)
 
 
 class Login(Body):
@@ -238,7 +253,7 @@ class ChangePassword(Body):
 
 
 class CreateToken(Body):
-    name: bounded(MAX_TOKEN_NAME_CHARS, min_length=1)
+    name: single_line(MAX_TOKEN_NAME_CHARS)
 
 
 class CreateUser(Body):

@@ -59,4 +59,6 @@ async def add_page_headers(request: web.Request, response: web.StreamResponse) -
     """on_response_prepare: every response gets the security headers and no version banner."""
     for name, value in PAGE_HEADERS.items():
         response.headers.setdefault(name, value)
+    if request.path.startswith("/api/"):  # conversations and accounts: no browser or proxy cache may keep them
+        response.headers.setdefault("Cache-Control", "no-store")
     response.headers["Server"] = "pinchat"

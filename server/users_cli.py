@@ -13,10 +13,12 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from pydantic import TypeAdapter, ValidationError
+
 from .credentials import TOKEN_PREFIX, hash_password, login_link, new_secret, secret_hash
 from .config import Settings
 from .db import Database
-from .schemas import MIN_PASSWORD_CHARS
+from .schemas import MIN_PASSWORD_CHARS, Username
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -53,6 +55,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def new_user_name(name: str) -> str:
+    """The name as the API would take it (trimmed, one line, 1-64 characters), or exit saying what is wrong."""
+    try:
+        return TypeAdapter(Username).validate_python(name)
+    except ValidationError as exc:
+        sys.exit(f"error: {name!r} cannot be a user name: {exc.errors()[0]['msg']}")
+
+
 def read_password(from_stdin: bool) -> str:
     if from_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -76,11 +86,12 @@ async def run(args: argparse.Namespace) -> str:
                     for u in await accounts.list_users()]
             return "\n".join(rows)
         if args.command == "add":
+            name = new_user_name(args.name)
             password = read_password(args.password_stdin)
             try:
-                user = await accounts.create_user(args.name, await hash_password(password), args.admin)
+                user = await accounts.create_user(name, await hash_password(password), args.admin)
             except sqlite3.IntegrityError:
-                sys.exit(f"error: there is already a user named {args.name!r}")
+                sys.exit(f"error: there is already a user named {name!r}")
             return f"added {user['username']}{' (admin)' if user['is_admin'] else ''}"
         user = owner if args.command == "login-url" and not args.name else await accounts.user_by_name(args.name)
         if user is None:

@@ -174,6 +174,18 @@ async def test_single_sign_on_header_is_believed_from_trusted_proxies_only(make_
         me = await proxied.get("/api/auth/me")
         assert me.status_code == 200 and me.json()["user"]["username"] == "carol"  # created on first sight
         assert (await proxied.post("/api/threads", json={"title": "sso"})).status_code == 201
+    # A long name (an e-mail address) is kept whole, request after request; one past 254 characters is refused,
+    # never cut to a prefix another person's name may share.
+    long_name = "x" * 70 + "@example.org"
+    async with browser_like(app, headers={"Remote-User": long_name}) as proxied:
+        for _ in range(2):
+            me = await proxied.get("/api/auth/me")
+            assert me.status_code == 200 and me.json()["user"]["username"] == long_name
+    for refused in ("y" * 255, "a\tb"):
+        async with browser_like(app, headers={"Remote-User": refused}) as proxied:
+            resp = await proxied.get("/api/threads")
+            assert resp.status_code == 403 and resp.json()["error"]["code"] == "forbidden"
+    assert app.rows("SELECT username FROM users WHERE username LIKE 'y%' OR username LIKE 'a%b'") == []
     stranger = await make_app(settings, auth_header="Remote-User", trusted_proxies=("10.9.9.9",))
     async with httpx.AsyncClient(base_url=stranger.base, headers={"Remote-User": "carol"}) as direct:
         assert (await direct.get("/api/threads")).status_code == 401
@@ -199,6 +211,10 @@ async def test_command_line_user_management(tmp_path, make_app, settings):
     listed = run_cli("users", "--db", db, "list").stdout
     assert "owner" in listed and "dave" in listed and "admin" in listed
     assert run_cli("users", "--db", db, "add", "dave", "--password-stdin", stdin=PASSWORD + "\n").returncode != 0
+    for bad in ("   ", "x" * 65, "tab\there"):  # the API's rules: trimmed, one line, 1-64 characters
+        refused = run_cli("users", "--db", db, "add", bad, "--password-stdin", stdin=PASSWORD + "\n")
+        assert refused.returncode != 0 and "cannot be a user name" in refused.stderr
+    assert run_cli("users", "--db", db, "list").stdout.count("\n") == listed.count("\n")
     app = await make_app(settings)  # same file (settings.db)
     await sign_in(app, "dave")
     assert run_cli("users", "--db", db, "passwd", "dave", "--password-stdin", stdin="another one!\n").returncode == 0
@@ -270,9 +286,17 @@ async def test_start_prints_a_sign_in_url_to_the_console_and_refuses_an_open_ser
             resp = await page.get(url.replace("localhost", "127.0.0.1"))
             assert resp.status_code == 200  # followed to the page
             assert (await page.get(f"{server.url}/api/auth/me")).json()["user"]["username"] == "owner"
-    finally:
+    except BaseException:
         server.stop()
+        raise
+    # A request the HTTP parser refuses (a URL over 8 KB) never reaches the app: a 400, one log line, no traceback.
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /api/health?q=" + b"x" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    assert (await reader.read()).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+    writer.close()
+    server.stop()
     log = server.proc.stdout.read()
+    assert "Traceback" not in log and "LineTooLong (400)" in log and '" 400 ' in log
     assert "token=[hidden]" in log.replace("%5Bhidden%5D", "[hidden]") and url.split("token=")[1] not in log
     refused = run_cli("--host", "0.0.0.0", "--auth", "none", "--db", str(tmp_path / "y.db"))
     assert refused.returncode != 0

@@ -67,6 +67,9 @@ async def test_the_page_has_a_strict_policy_and_no_version_banner(app):
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "'unsafe-inline'" not in csp
     assert "script-src 'self' 'wasm-unsafe-eval'" in csp
     assert page.headers["Referrer-Policy"] == "same-origin" and page.headers["X-Frame-Options"] == "DENY"
+    async with app.http() as http:  # conversations and accounts are kept by no cache, errors neither
+        for path in ("/api/threads", "/api/auth/me", "/api/threads/12345"):
+            assert (await http.get(path)).headers["Cache-Control"] == "no-store", path
 
 
 BIG = "99999999999999999999999"
@@ -79,6 +82,8 @@ BIG = "99999999999999999999999"
     ("POST", "/api/threads", {"parent_id": int(BIG), "anchor": {"message_id": 1, "start": 0, "end": 1}}, 422),
     ("POST", "/api/threads", b'{"title": "\\ud800"}', 422),
     ("POST", "/api/threads", {"title": 5}, 422),
+    ("POST", "/api/threads", {"title": "two\nlines"}, 422),
+    ("POST", "/api/threads", {"title": "nul\u0000"}, 422),
     ("POST", "/api/threads", [1, 2], 400),
     ("DELETE", f"/api/tokens/{BIG}", None, 404),
 ])
@@ -91,6 +96,24 @@ async def test_bad_input_gets_a_4xx_json_error_and_changes_nothing(app, method, 
         assert resp.status_code == status, resp.text
         assert set(resp.json()["error"]) == {"code", "message"}
     assert await thread_count(app) == 0
+
+
+async def test_names_are_trimmed_and_never_blank(app):
+    """User names, thread titles and token names: spaces around them are dropped, a blank user or token name is a
+    422 that adds nothing, a blank title means the automatic one."""
+    async with app.http() as http:
+        users = len((await http.get("/api/users")).json()["users"])
+        tokens = (await http.get("/api/tokens")).json()["tokens"]
+        for body in ({"username": "   ", "password": "abcdefgh12"}, {"username": "ca\trol", "password": "abcdefgh12"}):
+            resp = await http.post("/api/users", json=body)
+            assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid_field", resp.text
+        made = await http.post("/api/users", json={"username": " carol ", "password": "abcdefgh12"})
+        assert made.status_code == 201 and made.json()["username"] == "carol"
+        assert len((await http.get("/api/users")).json()["users"]) == users + 1
+        assert (await http.post("/api/tokens", json={"name": "  "})).status_code == 422
+        assert (await http.get("/api/tokens")).json()["tokens"] == tokens
+        assert (await http.post("/api/threads", json={"title": "   "})).json()["title"] is None
+        assert (await http.post("/api/threads", json={"title": "  Plans "})).json()["title"] == "Plans"
 
 
 async def test_lone_surrogates_deep_nesting_and_oversized_bodies(app):
