@@ -17,7 +17,11 @@ def test_expired_link_is_recognised_from_the_hash():
     assert accounts.signin_expired("signin-expired")
     assert not accounts.signin_expired("")
     assert not accounts.signin_expired("#t=3&p=4")
-    assert "python -m server users login-url" in accounts.EXPIRED_NOTE
+    for text in (accounts.expired_note("https://chat.example.org:8443"), accounts.signin_hint("http://[::1]:81/")):
+        assert "python -m server users login-url --base-url " in text
+    assert "`python -m server users login-url --base-url https://chat.example.org:8443/`" in accounts.expired_note(
+        "https://chat.example.org:8443")
+    assert accounts.login_url_command("http://[::1]:81/").endswith("--base-url http://[::1]:81/")
 
 
 @pytest.mark.parametrize(("value", "phrase"), [

@@ -5,17 +5,29 @@ The views (signin_view.py, account_view.py, users_view.py) only put these string
 
 from __future__ import annotations
 
-__all__ = ["MIN_PASSWORD", "LOGIN_URL_COMMAND", "EXPIRED_NOTE", "signin_expired", "signin_error", "password_problem",
+__all__ = ["MIN_PASSWORD", "LOGIN_URL_COMMAND", "login_url_command", "expired_note", "signin_hint", "signin_expired", "signin_error", "password_problem",
            "when", "user_flags", "can_manage", "sort_users", "token_label", "retry_phrase", "action_error",
            "code_spans"]
 
 MIN_PASSWORD = 8  # the server's rule (422 weak_password below it)
 LOGIN_URL_COMMAND = "python -m server users login-url"
-EXPIRED_NOTE = ("That sign-in link was already used or has expired: each link works once, for a short while. "
-                f"Get a new one on the server with `{LOGIN_URL_COMMAND}` (add a user name for someone else), "
-                "or sign in with a password below.")
-SIGNIN_HINT = (f"No password yet? The server prints a one-time sign-in link when it starts; "
-               f"`{LOGIN_URL_COMMAND}` prints a fresh one.")
+
+
+def login_url_command(origin: str) -> str:
+    """The command that prints a sign-in link for this very address: without `--base-url` it would print
+    `http://localhost:$PINCHAT_PORT/`, which is wrong behind nginx or on another port."""
+    return f"{LOGIN_URL_COMMAND} --base-url {origin.rstrip('/')}/"
+
+
+def expired_note(origin: str) -> str:
+    return ("That sign-in link was already used or has expired: each link works once, for a short while. "
+            f"Get a new one on the server with `{login_url_command(origin)}` (add a user name for someone else), "
+            "or sign in with a password below.")
+
+
+def signin_hint(origin: str) -> str:
+    return ("No password yet? The server prints a one-time sign-in link when it starts; "
+            f"`{login_url_command(origin)}` prints a fresh one.")
 
 
 def code_spans(text: str) -> list[tuple[bool, str]]:

@@ -39,7 +39,7 @@ from contract import ApiError, error_from_body, unreachable
 
 __all__ = ["ApiError", "Transport", "StreamRequest", "request_json", "list_threads", "get_thread", "create_thread",
            "delete_thread", "cancel_thread", "export_url", "read_file", "import_conversation",
-           "copy_text", "download_text", "max_streams", "location_hash", "replace_location", "clear_location",
+           "copy_text", "download_text", "max_streams", "location_hash", "replace_location", "clear_location", "page_origin",
            "report_unauthenticated", "on_unauthenticated", "me", "login", "logout", "change_password", "list_tokens", "create_token", "revoke_token", "list_users", "add_user", "update_user", "remove_user"]
 
 # Browsers open at most 6 HTTP/1.1 connections per origin: keep one free for the JSON API calls. Over HTTP/2
@@ -253,6 +253,11 @@ def replace_location(hash_value: str) -> None:
     """Show `hash_value` (`#...`, or "" for none) in the address bar without a new history entry."""
     if str(js.location.hash) != hash_value:
         js.history.replaceState(None, "", hash_value or str(js.location.pathname))
+
+
+def page_origin() -> str:
+    """`https://chat.example.org` (scheme, host and port) as the browser reached this page."""
+    return str(js.location.origin)
 
 
 def clear_location() -> None:

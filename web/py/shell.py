@@ -102,8 +102,10 @@ class Shell:
 
     def show_signin(self, *, error: str | None = None) -> None:
         self._leave()
-        note = accounts.EXPIRED_NOTE if accounts.signin_expired(api.location_hash()) else None
-        self.signin = SignInView(self.root, self._on_signin, note=note, error=error)
+        origin = api.page_origin()
+        note = accounts.expired_note(origin) if accounts.signin_expired(api.location_hash()) else None
+        self.signin = SignInView(self.root, self._on_signin, hint=accounts.signin_hint(origin), note=note,
+                                 error=error)
         self.html.dataset.auth = "signed-out"
         self.html.removeAttribute("data-user")
         dom.set_title("Sign in · pinchat")

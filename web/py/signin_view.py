@@ -10,7 +10,6 @@ Test hooks (`data-testid`): `signin`, `signin-form`, `signin-username`, `signin-
 
 from __future__ import annotations
 
-import accounts
 from dom import Listeners, el
 from modal import field, rich_text
 
@@ -18,7 +17,7 @@ __all__ = ["SignInView"]
 
 
 class SignInView:
-    def __init__(self, root, on_submit, *, note: str | None = None, error: str | None = None) -> None:
+    def __init__(self, root, on_submit, *, hint: str, note: str | None = None, error: str | None = None) -> None:
         self.on_submit = on_submit
         self.listeners = Listeners()
         self.node = el("div", "signin", data_testid="signin")
@@ -40,9 +39,9 @@ class SignInView:
                          data_testid="signin-submit")
         self.form.appendChild(self.submit)
         card.appendChild(self.form)
-        hint = el("p", "signin-hint")
-        rich_text(hint, accounts.SIGNIN_HINT)
-        card.appendChild(hint)
+        hint_node = el("p", "signin-hint", data_testid="signin-hint")
+        rich_text(hint_node, hint)
+        card.appendChild(hint_node)
         self.node.appendChild(card)
         root.appendChild(self.node)
         self.listeners.add(self.form, "submit", self._on_submit)
