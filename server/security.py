@@ -49,10 +49,28 @@ async def check_csrf(request: web.Request, handler: Handler) -> web.StreamRespon
     source = request.headers.get("Origin") or request.headers.get("Referer")
     if not source or source == "null":
         raise ApiError(403, "csrf_rejected", "A state-changing request must carry an Origin (or Referer) header.")
-    origin = host_name(urlsplit(source).netloc)
-    if origin != host_name(request.headers.get("Host", "")) and origin not in request.app[SETTINGS].served_hosts():
+    origin = urlsplit(source)
+    host = request.headers.get("Host", "")
+    name = host_name(origin.netloc)
+    if name != host_name(host) and name not in request.app[SETTINGS].served_hosts() \
+            or not same_port(origin, host):
         raise ApiError(403, "csrf_rejected", "This request came from another site.")
     return await handler(request)
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_port(origin, host: str) -> bool:
+    """Whether the page's origin is on the port the request came to, when the Host header says which (the app
+    reached directly, as `just run` serves it): another program on the same machine (`http://localhost:9999`) is
+    another origin. Behind nginx, Host is the bare name (`proxy_set_header Host $host`) and only the name counts."""
+    try:
+        wanted = urlsplit(f"//{host}").port
+        port = origin.port or DEFAULT_PORTS.get(origin.scheme)
+    except ValueError:  # a port that is not a number, or out of range
+        return False
+    return wanted is None or port == wanted
 
 
 async def add_page_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -28,15 +28,22 @@ async def test_csrf_needs_json_and_our_origin_when_a_cookie_signs_in(app):
     page = await sign_in(app, "alice")
     text_plain = await page.post("/api/threads", content=b'{"title":"x"}', headers={"Content-Type": "text/plain"})
     foreign = await page.post("/api/threads", json={"title": "x"}, headers={"Origin": "http://evil.example"})
+    port = int(app.base.rstrip("/").rsplit(":", 1)[1])
+    # another program on this machine is another origin: same name, other port (or a port that is no number)
+    other_ports = [await page.post("/api/threads", json={"title": "x"}, headers={"Origin": origin})
+                   for origin in (f"http://localhost:{port + 1}", "http://localhost", "http://localhost:x")]
     del page.headers["Origin"]
     no_origin = await page.post("/api/threads", json={"title": "x"})
     referer = await page.post("/api/threads", json={"title": "from referer"}, headers={"Referer": app.base})
-    for resp in (text_plain, foreign, no_origin):
+    for resp in (text_plain, foreign, no_origin, *other_ports):
         assert resp.status_code == 403 and resp.json()["error"]["code"] == "csrf_rejected"
     assert referer.status_code == 201
     page.headers["Origin"] = app.base.rstrip("/")
     assert (await page.post("/api/threads", json={"title": "from the page"})).status_code == 201
-    assert [r["title"] for r in app.rows("SELECT title FROM threads ORDER BY id")] == ["from referer", "from the page"]
+    # localhost and 127.0.0.1 on our port are both this server (each a served host)
+    assert (await page.post("/api/threads", json={"title": "by name"},
+                            headers={"Origin": f"http://localhost:{port}"})).status_code == 201
+    assert [r["title"] for r in app.rows("SELECT title FROM threads ORDER BY id")] == ["from referer", "from the page", "by name"]
     sign_out_forged = await page.post("/api/auth/logout", content=b"", headers={"Content-Type": "text/plain"})
     assert sign_out_forged.status_code == 403
     await page.aclose()
