@@ -1,6 +1,6 @@
 """The page's app view: the sidebar (threads, new, import, delete), the workspace of thread panels (the main thread
 and its pin panels, thread_panel.py, or the draft of a new thread, draft.py), the conversation pane and anchor hover card (tree_view.py), the merge dialog
-(merge_view.py) and the pin button over a selected passage.
+(merge_view.py) and the pin button over a selected passage (pin_selection.py).
 
 Rendering is batched: a store notification only marks a panel dirty and asks for one animation frame; the frame
 renders each dirty panel once, however many tokens arrived since the last one. The tree, the hover card and the
@@ -20,6 +20,7 @@ import tree
 from dom import Listeners, closest, document, el
 from draft import DraftPanel
 from merge_view import MergeDialog
+from pin_selection import PinSelection
 from store import Store
 from thread_panel import ThreadPanel
 from tree_view import PinPreview, TreePane
@@ -45,7 +46,6 @@ class View:
         self._frame_pending = False
         self._sidebar_dirty = False
         self.frames = 0
-        self.pending_pin: dict | None = None
         self._tree_dirty = False
         self._merge_dirty = False
         self.confirm_delete: int | None = None  # the thread whose delete button asks "Delete?"
@@ -73,27 +73,19 @@ class View:
         self.panes.appendChild(self.placeholder)
         self.pin_stack = el("div", "pin-stack")  # beside the main panel, or under it when the workspace is narrow
         self.panes.appendChild(self.pin_stack)
-        self.pin_button = el("button", "pin-button", "📌 Pin", type="button", data_testid="pin",
-                             title="Open a pin thread about the selected text")
-        self.pin_button.hidden = True
         self.tree_pane = TreePane(self)
         root.appendChild(self.sidebar)
         root.appendChild(self.tree_pane.node)
         root.appendChild(self.workspace)
-        root.appendChild(self.pin_button)
+        self.pin_selection = PinSelection(self, root)
         self.preview = PinPreview(self, root)
         self.merge = MergeDialog(self, root)
 
         self.listeners.add(self.new_button, "click", lambda e: actions.new_thread())
         self.listeners.add(self.thread_list, "click", self._on_thread_click)
         self.listeners.add(self.import_input, "change", self._on_import)
-        self.listeners.add(document, "mouseup", self._on_selection_maybe)
-        self.listeners.add(document, "keyup", self._on_selection_maybe)
         self.listeners.add(document, "keydown", self._on_global_key)
         self.listeners.add(document, "click", self._on_md_click)
-        # mousedown on the button must not clear the selection it is about
-        self.listeners.add(self.pin_button, "mousedown", lambda e: e.preventDefault())
-        self.listeners.add(self.pin_button, "click", self._on_pin_click)
         store.subscribe_list(self._on_list_change)
         store.subscribe_any(self._on_any_change)
         self.render_sidebar()
@@ -325,62 +317,6 @@ class View:
         if panel is not None:
             self.actions.stop(panel.thread_id)
 
-    # ---- selecting text to pin --------------------------------------------------------------------------------
-
-    def _on_selection_maybe(self, event) -> None:
-        if closest(event.target, ".pin-button"):
-            return
-        self.pending_pin = self._selected_anchor()
-        if self.pending_pin is None:
-            self.pin_button.hidden = True
-            return
-        rect = self.pending_pin.pop("rect")
-        self.pin_button.hidden = False
-        scroll_x, scroll_y, width, _ = dom.window_box()
-        top = max(4, rect.top + scroll_y - self.pin_button.offsetHeight - 8)
-        left = max(4, min(rect.left + scroll_x + rect.width / 2 - self.pin_button.offsetWidth / 2,
-                          width - self.pin_button.offsetWidth - 4))
-        self.pin_button.style.top = f"{top}px"
-        self.pin_button.style.left = f"{left}px"
-
-    def _selected_anchor(self) -> dict | None:
-        """The selection as an anchor {thread_id, message_id, start, end, text}, if it lies inside one finished
-        assistant answer. Offsets are code points into the message content, as the server counts them."""
-        selection = dom.selection()
-        if not selection or selection.isCollapsed or selection.rangeCount == 0:
-            return None
-        selected = selection.getRangeAt(0)
-        body = closest(selected.commonAncestorContainer, ".msg-body")
-        if not body:
-            return None
-        msg = closest(body, ".msg")
-        panel = self.panel_of(body)
-        if panel is None or msg.dataset.role != "assistant" or not msg.dataset.messageId:
-            return None
-        if msg.dataset.status == "streaming":
-            return None
-        state = self.store.get(panel.thread_id)
-        message = state.message_by_id(int(msg.dataset.messageId)) if state is not None else None
-        text = str(selected.toString())
-        if message is None or not text.strip():
-            return None
-        shown = panel.messages.get(str(msg.dataset.key))
-        if shown is not None and shown.md is not None:  # rendered Markdown: map the DOM positions to the source
-            span = shown.md.source_range(selected)
-            if span is None:
-                return None
-            start, end = span
-        else:
-            before = dom.new_range()
-            before.setStart(body, 0)
-            before.setEnd(selected.startContainer, selected.startOffset)
-            start = len(str(before.toString()))  # JS UTF-16 string -> Python str: code points
-            end = start + len(text)
-            if message.content[start:end] != text:
-                return None
-        return {"thread_id": panel.thread_id, "message_id": message.id, "start": start, "end": end,
-                "text": text, "rect": selected.getBoundingClientRect()}
-
     def _on_md_click(self, event) -> None:
         """Rendered Markdown's buttons: a code block's Copy, an image placeholder (the image loads only now)."""
         button = closest(event.target, ".md button")
@@ -401,14 +337,6 @@ class View:
         button.textContent = "Copied" if ok else "Copy failed"
         dom.after(1500, lambda: setattr(button, "textContent", "Copy"))
 
-    def _on_pin_click(self, event) -> None:
-        pending, self.pending_pin = self.pending_pin, None
-        self.pin_button.hidden = True
-        if pending is None:
-            return
-        dom.selection().removeAllRanges()
-        self.actions.pin(pending["thread_id"], pending["message_id"], pending["start"], pending["end"])
-
     def destroy(self) -> None:
         if self.draft is not None:
             self.draft.destroy()
@@ -418,6 +346,7 @@ class View:
         self.store.unsubscribe_list(self._on_list_change)
         self.store.unsubscribe_any(self._on_any_change)
         self.tree_pane.destroy()
+        self.pin_selection.destroy()
         self.preview.destroy()
         self.merge.destroy()
         self.listeners.clear()
