@@ -224,6 +224,14 @@ class Database:
         rows = await self._all(f"SELECT {THREAD_COLUMNS} FROM threads WHERE parent_id = ? ORDER BY id", thread_id)
         return [thread_dict(r) for r in rows]
 
+    async def thread_depth(self, thread_id: int) -> int:
+        """How many threads lie above this one: 0 for a conversation, 1 for its pins, 2 for theirs, ..."""
+        row = await self._one(
+            "WITH RECURSIVE up(parent_id, depth) AS (SELECT parent_id, 0 FROM threads WHERE id = ?"
+            " UNION ALL SELECT t.parent_id, up.depth + 1 FROM threads t JOIN up ON t.id = up.parent_id)"
+            " SELECT max(depth) FROM up", thread_id)
+        return row[0] or 0
+
     async def subtree_ids(self, thread_id: int) -> list[int]:
         rows = await self._all(
             "WITH RECURSIVE tree(id) AS (SELECT ? UNION ALL SELECT t.id FROM threads t JOIN tree ON t.parent_id = tree.id)"

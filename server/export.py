@@ -57,46 +57,10 @@ def to_json(root: Node) -> dict[str, Any]:
     return {"format": FORMAT, "version": VERSION, "thread": _node_json(root)}
 
 
-class InvalidExport(ValueError):
-    """The JSON is not a pinchat export (message says where)."""
-
-
-def _check_thread(data: Any, where: str, parent_message_ids: set[int] | None) -> None:
-    if not isinstance(data, dict):
-        raise InvalidExport(f"{where}: a thread must be an object")
-    if not isinstance(data.get("messages"), list) or not isinstance(data.get("pins", []), list):
-        raise InvalidExport(f"{where}: `messages` and `pins` must be lists")
-    if data.get("title") is not None and not isinstance(data["title"], str):
-        raise InvalidExport(f"{where}: `title` must be a string")
-    ids = set()
-    for i, m in enumerate(data["messages"]):
-        if not (isinstance(m, dict) and m.get("role") in ROLE_LABEL and isinstance(m.get("content"), str)
-                and isinstance(m.get("id"), int)
-                and m.get("status", "complete") in ("complete", "interrupted", "error", "streaming")):
-            raise InvalidExport(f"{where}.messages[{i}]: needs an integer id, a role (user|assistant) and content")
-        ids.add(m["id"])
-    anchor = data.get("anchor")
-    if parent_message_ids is not None:
-        if not (isinstance(anchor, dict) and anchor.get("message_id") in parent_message_ids
-                and all(isinstance(anchor.get(k), int) for k in ("start", "end"))
-                and isinstance(anchor.get("text"), str)):
-            raise InvalidExport(f"{where}: a pin needs an anchor on a message of its parent")
-    for i, pin in enumerate(data.get("pins", [])):
-        _check_thread(pin, f"{where}.pins[{i}]", ids)
-
-
-def validate(document: Any) -> dict[str, Any]:
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise InvalidExport(f"not a {FORMAT} document (export one with GET /api/threads/{{id}}/export?format=json)")
-    if document.get("version") != VERSION:
-        raise InvalidExport(f"unsupported version {document.get('version')!r}; this server reads version {VERSION}")
-    _check_thread(document.get("thread"), "thread", None)
-    return document["thread"]
-
-
-async def import_tree(db: Database, user_id: int, document: Any) -> int:
-    """Create the exported tree anew (new ids, same structure and text) in one transaction; return the root id."""
-    root = validate(document)
+async def import_tree(db: Database, user_id: int, document: dict[str, Any]) -> int:
+    """Create the exported tree anew (new ids, same structure and text) in one transaction; return the root id.
+    `document` has passed schemas.ExportDocument, which also checks that it is a tree the API could have built."""
+    root = document["thread"]
     thread_ids: dict[int, int] = {}
     message_ids: dict[int, int] = {}
     merges: list[tuple[int, list[int]]] = []
@@ -105,7 +69,7 @@ async def import_tree(db: Database, user_id: int, document: Any) -> int:
         anchor = None
         if parent_id is not None:
             anchor = {**data["anchor"], "message_id": message_ids[data["anchor"]["message_id"]]}
-        new_id = await db.insert_thread(user_id, data.get("title"), data.get("summary"), parent_id, anchor)
+        new_id = await db.insert_thread(user_id, data["title"] or None, data["summary"], parent_id, anchor)
         if data.get("id") is not None:
             thread_ids[data["id"]] = new_id
         for m in data["messages"]:

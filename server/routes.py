@@ -11,7 +11,8 @@ from aiohttp import web
 from . import export
 from .db import Database
 from .errors import ApiError
-from .schemas import Chat, CreateThread, ExportDocument, ExportQuery, FollowQuery, Merge, parse_body, parse_query
+from .schemas import (MAX_PIN_DEPTH, Chat, CreateThread, ExportDocument, ExportQuery, FollowQuery, Merge,
+                      one_line_title, parse_body, parse_query)
 from .schemas import path_id as parse_id
 from .auth import OPEN_STREAMS, USER
 from .keys import DB, REGISTRY, SETTINGS, TURNS, UTILITY
@@ -88,6 +89,9 @@ async def handle_create_thread(request: web.Request) -> web.Response:
     if parent_id is not None:
         if await db.get_thread(parent_id, user_id(request)) is None:
             raise ApiError(422, "invalid_pin", "`parent_id` is not an existing thread.")
+        if await db.thread_depth(parent_id) >= MAX_PIN_DEPTH:
+            raise ApiError(422, "invalid_pin", f"Pins nest at most {MAX_PIN_DEPTH} levels deep (a pin of a pin of …) "
+                                               "and `parent_id` is a pin at the last level; pin a passage higher up.")
         anchor = await validate_anchor(db, parent_id, anchor)
     thread = await db.create_thread(user_id(request), title or None, parent_id, anchor)
     if anchor is not None:
@@ -215,6 +219,8 @@ async def handle_export(request: web.Request) -> web.Response:
     thread = await load_thread(request)
     fmt = parse_query(request, ExportQuery).format  # 422 invalid_format
     tree = await load_tree(request.app[DB], thread["id"])
+    for node in tree.nodes():
+        node.thread["title"] = one_line_title(node.thread["title"])
     name = f"conversation-{thread['id']}.{fmt}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     if fmt == "json":
@@ -224,10 +230,7 @@ async def handle_export(request: web.Request) -> web.Response:
 
 @routes.post("/api/import")
 async def handle_import(request: web.Request) -> web.Response:
-    document = (await parse_body(request, ExportDocument)).model_dump()  # 422 invalid_export
-    try:
-        root_id = await export.import_tree(request.app[DB], user_id(request), document)
-    except export.InvalidExport as exc:
-        raise ApiError(422, "invalid_export", str(exc)) from None
+    document = await parse_body(request, ExportDocument)  # 422 invalid_export, invalid_anchor, invalid_pin
+    root_id = await export.import_tree(request.app[DB], user_id(request), document.model_dump())
     thread = await request.app[DB].get_thread(root_id)
     return web.json_response(with_state(request, thread), status=201)

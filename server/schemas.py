@@ -26,7 +26,12 @@ from .errors import ApiError
 from .merge import FORMATS, MAX_INSTRUCTION_CHARS
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range: a larger id can name nothing (and would overflow the driver)
-MAX_DEPTH = 64  # nesting of a JSON body; an export nests two levels per pin, so this allows pins 30 deep
+MAX_PIN_DEPTH = 25  # a pin of a pin of ...: POST /api/threads refuses a 26th level, and so does an import
+USAGE_NESTING = 8  # levels inside a message's `usage` (the provider's JSON: two or three in practice)
+# Nesting of a JSON body, derived so that every export imports back: an export of a chain at MAX_PIN_DEPTH is the
+# document (1), the root thread (2), then two levels per pin (its parent's `pins` list and the pin), and in the
+# deepest pin its `messages` list, a message and that message's `usage` object (3) with what the usage holds.
+MAX_DEPTH = 2 + 2 * MAX_PIN_DEPTH + 3 + USAGE_NESTING
 MAX_TITLE_CHARS = 200
 MAX_USERNAME_CHARS = 64
 MAX_PASSWORD_CHARS = 1024
@@ -137,6 +142,12 @@ class Query(BaseModel):
 
 # --- conversations -------------------------------------------------------------------------------------------
 
+def _passage(anchor: Any) -> Any:
+    if anchor.start >= anchor.end:
+        raise PydanticCustomError("invalid_anchor", "needs start < end (a passage of one character or more)")
+    return anchor
+
+
 class AnchorIn(Body):
     message_id: Id = Field(description="an assistant message of the parent thread")
     start: Offset = Field(description="first character of the passage")
@@ -144,10 +155,7 @@ class AnchorIn(Body):
 
     @model_validator(mode="after")
     def _span(self) -> AnchorIn:
-        if self.start >= self.end:
-            raise PydanticCustomError("invalid_anchor", "needs start < end (a passage of one character "
-                                                        "or more)")
-        return self
+        return _passage(self)
 
 
 class CreateThread(Body):
@@ -201,7 +209,11 @@ class ExportAnchor(ExportPart):
     message_id: Id
     start: Offset
     end: Offset
-    text: bounded(MAX_TEXT_CHARS)
+    text: bounded(MAX_TEXT_CHARS) = Field(description="the message's characters [start, end)")
+
+    @model_validator(mode="after")
+    def _span(self) -> ExportAnchor:
+        return _passage(self)
 
 
 class ExportMessage(ExportPart):
@@ -216,23 +228,77 @@ class ExportMessage(ExportPart):
     finish_reason: bounded(100) | None = None
 
 
+def one_line_title(title: str | None) -> str | None:
+    """A stored title as POST /api/threads takes one. Titles from before that rule, a plain title cut from a first
+    message holding a control character, or a model's holding a tab may not be one line: exports and imports
+    flatten them, so every export imports."""
+    flat = " ".join(CONTROL_CHARACTER.sub(" ", title or "").split())[:MAX_TITLE_CHARS].rstrip()
+    return flat or None
+
+
+def _flat_title(value: Any) -> Any:
+    return one_line_title(value) if isinstance(value, str) else value
+
+
 class ExportThread(ExportPart):
     id: Id | None = None
-    title: bounded(1000) | None = None
+    title: Annotated[single_line(MAX_TITLE_CHARS, min_length=0) | None, BeforeValidator(_flat_title)] = Field(
+        None, description="made one line (an export from a server before that rule still imports); blank: no title")
     summary: bounded(MAX_TEXT_CHARS) | None = None
-    anchor: ExportAnchor | None = Field(None, description="a pin's passage, on a message of its parent thread")
+    anchor: ExportAnchor | None = Field(None, description="a pin's passage, on an assistant message of its parent")
     messages: list[ExportMessage]
     pins: list[ExportThread] = []
 
 
 class ExportDocument(ExportPart):
-    """A conversation tree as exported; imported back as a new, equal tree (new ids)."""
+    """A conversation tree as exported; imported back as a new, equal tree (new ids). Only a tree the API could
+    have built imports: each pin on a passage of an assistant message of its parent (`text` that message's
+    characters [start, end)), message ids unique, pins no deeper than POST /api/threads allows (else 422)."""
 
     model_config = ConfigDict(extra="ignore", json_schema_extra=code("invalid_export"))
     error_code: ClassVar[str] = "invalid_export"
     format: choice("pinchat-export")
     version: Annotated[Literal[1], BeforeValidator(_exact_int)]
     thread: ExportThread
+
+    @model_validator(mode="after")
+    def _buildable(self) -> ExportDocument:
+        # Message ids unique in the whole document, not only per thread: an anchor names its message by id, and
+        # the import maps old ids to new ones in one table.
+        seen_ids: set[int] = set()
+        stack = [(self.thread, "thread", 0)]
+        while stack:
+            thread, where, depth = stack.pop()
+            if depth > MAX_PIN_DEPTH:
+                raise PydanticCustomError("invalid_pin", f"`{where}` is a pin {depth} levels deep; pins nest at most "
+                                                         f"{MAX_PIN_DEPTH} levels.")
+            for i, message in enumerate(thread.messages):
+                if message.id in seen_ids:
+                    raise PydanticCustomError("duplicate_id", f"`{where}.messages[{i}].id` {message.id} is used "
+                                                              "twice; message ids are unique in an export.")
+                seen_ids.add(message.id)
+            answers = {m.id: m.content for m in thread.messages if m.role == "assistant"}
+            for i, pin in enumerate(thread.pins):
+                _check_pin_anchor(pin.anchor, answers, f"{where}.pins[{i}].anchor")
+                stack.append((pin, f"{where}.pins[{i}]", depth + 1))
+        return self
+
+
+def _check_pin_anchor(anchor: ExportAnchor | None, answers: dict[int, str], where: str) -> None:
+    """As POST /api/threads checks a new pin's anchor. That route stores the message's own [start, end) as the
+    `text`; an import whose `text` differs is refused rather than re-sliced, since it would quote other words."""
+    if anchor is None:
+        raise PydanticCustomError("invalid_pin", f"`{where}` is required: a pin hangs from a passage of its parent.")
+    content = answers.get(anchor.message_id)
+    if content is None:
+        raise PydanticCustomError("invalid_anchor", f"`{where}` must point at an assistant message of the parent "
+                                                    "thread.")
+    if anchor.end > len(content):
+        raise PydanticCustomError("invalid_anchor", f"`{where}` [{anchor.start}, {anchor.end}) must lie inside the "
+                                                    f"message (0..{len(content)}).")
+    if anchor.text != content[anchor.start:anchor.end]:
+        raise PydanticCustomError("invalid_anchor", f"`{where}.text` must be the message's characters "
+                                                    f"[{anchor.start}, {anchor.end}).")
 
 
 # --- accounts --------------------------------------------------------------------------------------------------

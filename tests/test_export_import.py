@@ -1,0 +1,155 @@
+"""POST /api/import takes back exactly the trees the rest of the API could have built, and every export.
+
+Each refused import answers 422 with the code POST /api/threads gives the same mistake, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import sqlite3
+
+import pytest
+
+from server.schemas import MAX_PIN_DEPTH
+from tests.fake_upstream import Script
+from tests.test_pin_workflow import index_anchors, shape
+
+ANSWER = "Lyon is in France, on the Rhône."
+
+
+async def exported_pin_tree(app, fake) -> dict:
+    """The JSON export of a conversation (a question, ANSWER) with one pin on "Lyon"."""
+    main = await app.new_thread(title="Trip")
+    fake.push(Script(tokens=[ANSWER]))
+    answer_id = (await app.chat(main["id"], "Where is Lyon?"))[0]["message_id"]
+    await app.new_thread(parent_id=main["id"], anchor={"message_id": answer_id, "start": 0, "end": 4})
+    await app.idle()
+    return await export(app, main["id"])
+
+
+async def export(app, thread_id: int) -> dict:
+    resp = await app.client.get(f"/api/threads/{thread_id}/export?format=json")
+    assert resp.status == 200
+    return await resp.json()
+
+
+def thread_count(app) -> int:
+    return len(app.rows("SELECT id FROM threads"))
+
+
+async def assert_refused(app, document: dict, code: str, says: str) -> None:
+    before = thread_count(app), len(app.rows("SELECT id FROM messages"))
+    resp = await app.post("/api/import", document)
+    body = await resp.json()
+    assert resp.status == 422, body
+    assert body["error"]["code"] == code and says in body["error"]["message"], body
+    assert (thread_count(app), len(app.rows("SELECT id FROM messages"))) == before
+
+
+async def test_import_refuses_a_pin_on_a_user_message(app, fake):
+    document = await exported_pin_tree(app, fake)
+    root = document["thread"]
+    question = root["messages"][0]
+    assert question["role"] == "user"
+    root["pins"][0]["anchor"] = {"message_id": question["id"], "start": 0, "end": 5, "text": question["content"][:5]}
+    await assert_refused(app, document, "invalid_anchor", "must point at an assistant message of the parent")
+
+
+@pytest.mark.parametrize(("span", "says"), [
+    ({"start": 4, "end": 0, "text": ""}, "start < end"),
+    ({"start": 4, "end": 4, "text": ""}, "start < end"),
+    ({"start": 0, "end": len(ANSWER) + 1, "text": ANSWER + "!"}, "must lie inside the message"),
+    ({"start": 0, "end": 4, "text": "Nice"}, "must be the message's characters [0, 4)"),
+    ({"start": 0, "end": 5, "text": "Lyon"}, "must be the message's characters [0, 5)"),
+], ids=["start-after-end", "empty", "past-the-end", "other-words", "text-shorter-than-span"])
+async def test_import_refuses_an_anchor_the_pin_route_would_refuse(app, fake, span, says):
+    document = await exported_pin_tree(app, fake)
+    document["thread"]["pins"][0]["anchor"].update(span)
+    await assert_refused(app, document, "invalid_anchor", says)
+
+
+async def test_anchor_offsets_are_code_points(app, fake):
+    document = await exported_pin_tree(app, fake)
+    start = ANSWER.index("Rhône")
+    document["thread"]["pins"][0]["anchor"].update(start=start, end=start + 5, text="Rhône")
+    resp = await app.post("/api/import", document)
+    assert resp.status == 201, await resp.text()
+
+
+async def test_import_refuses_duplicate_message_ids(app, fake):
+    document = await exported_pin_tree(app, fake)
+    root = document["thread"]
+    root["messages"].append({**root["messages"][0], "content": "again"})
+    await assert_refused(app, document, "invalid_export", "is used twice")
+    in_another_thread = copy.deepcopy(root)
+    del in_another_thread["messages"][-1]
+    in_another_thread["pins"][0]["messages"] = [{**in_another_thread["messages"][1]}]
+    await assert_refused(app, {**document, "thread": in_another_thread}, "invalid_export", "is used twice")
+
+
+@pytest.mark.parametrize("title,stored", [("Line one\nLine two", "Line one Line two"), ("tab\there", "tab here"),
+                                          ("bell\x07", "bell"), ("x" * 201, "x" * 200)])
+async def test_import_makes_a_title_one_line_as_post_threads_keeps_them(app, fake, title, stored):
+    """An export from a server before titles were one line still imports: its title is flattened, not refused."""
+    document = await exported_pin_tree(app, fake)
+    document["thread"]["pins"][0]["title"] = title
+    resp = await app.post("/api/import", document)
+    assert resp.status == 201, await resp.text()
+    copy_ = await export(app, (await resp.json())["id"])
+    assert copy_["thread"]["pins"][0]["title"] == stored
+
+
+async def test_import_trims_titles_and_a_blank_one_is_no_title(app, fake):
+    document = await exported_pin_tree(app, fake)
+    document["thread"]["title"] = "  Trip  "
+    document["thread"]["pins"][0]["title"] = "   "
+    resp = await app.post("/api/import", document)
+    assert resp.status == 201, await resp.text()
+    copy_ = await export(app, (await resp.json())["id"])
+    assert (copy_["thread"]["title"], copy_["thread"]["pins"][0]["title"]) == ("Trip", None)
+
+
+async def test_a_stored_title_that_is_not_one_line_exports_flattened_and_imports(app, fake):
+    document = await exported_pin_tree(app, fake)
+    root_id = document["thread"]["id"]
+    conn = sqlite3.connect(app.settings.db)  # as a server from before titles were one line could have stored it
+    with conn:
+        conn.execute("UPDATE threads SET title = ? WHERE id = ?", ("Line one\n  Line two\x07 " + "x" * 300, root_id))
+    conn.close()
+    exported = await export(app, root_id)
+    assert exported["thread"]["title"] == ("Line one Line two " + "x" * 300)[:200]
+    resp = await app.post("/api/import", exported)
+    assert resp.status == 201, await resp.text()
+
+
+async def test_a_chain_at_the_pin_cap_exports_and_imports_back_and_one_more_level_is_refused(make_app, settings, fake):
+    app = await make_app(settings, chats_per_minute=1000)
+    thread = await app.new_thread(title="Deep")
+    for level in range(MAX_PIN_DEPTH + 1):
+        answer_id = (await app.chat(thread["id"], f"level {level}"))[0]["message_id"]
+        if level < MAX_PIN_DEPTH:
+            thread = await app.new_thread(parent_id=thread["id"], anchor={"message_id": answer_id, "start": 0, "end": 5})
+    await app.idle()
+    root_id = app.rows("SELECT id FROM threads WHERE parent_id IS NULL")[0]["id"]
+    exported = await export(app, root_id)
+
+    resp = await app.post("/api/import", exported)
+    assert resp.status == 201, await resp.text()
+    again = await export(app, (await resp.json())["id"])
+    assert shape(index_anchors(again["thread"])) == shape(index_anchors(copy.deepcopy(exported["thread"])))
+
+    count = thread_count(app)
+    resp = await app.post("/api/threads", {"parent_id": thread["id"],
+                                           "anchor": {"message_id": answer_id, "start": 0, "end": 5}})
+    body = await resp.json()
+    assert resp.status == 422 and body["error"]["code"] == "invalid_pin", body
+    assert f"at most {MAX_PIN_DEPTH} levels" in body["error"]["message"]
+    assert thread_count(app) == count
+
+    deepest = exported["thread"]
+    for _ in range(MAX_PIN_DEPTH):
+        deepest = deepest["pins"][0]
+    answer = deepest["messages"][-1]
+    deepest["pins"].append({"id": None, "title": None, "summary": None, "messages": [], "pins": [],
+                            "anchor": {"message_id": answer["id"], "start": 0, "end": 5, "text": answer["content"][:5]}})
+    await assert_refused(app, exported, "invalid_pin", f"pins nest at most {MAX_PIN_DEPTH} levels")
