@@ -4,7 +4,7 @@
 const PYODIDE = "/vendor/pyodide/314.0.7/";
 const MODULES = ["contract.py", "sse.py", "store.py", "reconnect.py", "streams.py", "tree.py", "accounts.py", "api.py", "dom.py",
                  "markdown_parts.py", "markdown_code.py", "markdown_append.py", "markdown_inline.py", "markdown_nodes.py", "markdown_render.py", "markdown_html.py", "md_view.py", "message_view.py", "thread_panel.py",
-                 "tree_view.py", "merge_view.py", "pin_selection.py", "unsent.py", "draft.py", "heap.py", "view.py", "navigation.py", "modal.py",
+                 "tree_view.py", "merge_view.py", "pin_selection.py", "renderer_install.py", "unsent.py", "draft.py", "heap.py", "view.py", "navigation.py", "modal.py",
                  "signin_view.py", "account_view.py", "users_view.py", "shell.py", "main.py"];
 const TIMEOUT_MS = 60000;
 const t0 = performance.now();

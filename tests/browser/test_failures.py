@@ -17,6 +17,7 @@ from tests.browser.helpers import (
     send,
     tokens,
     wait_answer,
+    wait_ready,
     wait_text_contains,
 )
 
@@ -24,19 +25,33 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_busy_thread_shows_the_409(app_page, app_server):
+    """Another client answers in the thread: our question is refused (409) and nothing of it is lost: it comes back
+    to the composer (and survives a reload), the page says why, and shows and follows the other answer instead."""
     page = app_page
     tid = await new_thread(page)
     async with app_server.client(timeout=30) as http:
         async with http.stream("POST", f"/api/threads/{tid}/chat",
-                               json={"message": "elsewhere " + directive("X", 200, delay_ms=30)}) as other:
+                               json={"message": "elsewhere " + directive("X", 40, delay_ms=50)}) as other:
             assert other.status_code == 200
             await send(page, tid, "Me too")
-            user = panel(page, tid).locator(".msg[data-role=user][data-status=error]")
-            await user.wait_for()
-            assert "already answering" in await user.inner_text()
-            assert "not sent" in await user.inner_text()
-            assert await panel(page, tid).locator(".msg[data-role=assistant]").count() == 0
-            await http.post(f"/api/threads/{tid}/cancel")
+            error = panel(page, tid).locator("[data-testid=thread-error]")
+            await error.wait_for()
+            assert "already answering" in await error.inner_text()
+            composer = panel(page, tid).locator("[data-testid=composer]")
+            assert await composer.input_value() == "Me too"
+            user = panel(page, tid).locator(".msg[data-role=user]")
+            await user.filter(has_text="elsewhere").wait_for()
+            assert await user.count() == 1  # the other client's question; ours was not sent
+            async for _ in other.aiter_bytes():
+                pass
+    await wait_answer(page, tid, "complete")
+    assert await answer_text(page, tid) == tokens("X", 40)  # followed live to its end
+    assert not await panel(page, tid).locator("[data-testid=thread-error]").is_visible()
+    await page.reload()
+    await wait_ready(page)
+    await panel(page, tid).locator("[data-testid=composer]").wait_for()
+    assert await panel(page, tid).locator("[data-testid=composer]").input_value() == "Me too"
+    await panel(page, tid).locator("[data-testid=composer]").fill("")  # leave the shared page as it was
 
 
 async def test_provider_error_is_shown_on_the_answer(app_page, app_server):

@@ -16,13 +16,11 @@ the most recent one, else a draft (draft.py), whose first message creates the th
 from __future__ import annotations
 
 import asyncio
-import gc
 
 import api
 import dom
 import heap
-import md_view
-import message_view
+import renderer_install
 import tree
 from contract import ApiError, merge_thread
 from dom import Listeners, Tasks
@@ -241,13 +239,32 @@ class App:
             self.spawn(self._reload_messages(merged_into))
             self.spawn(self.refresh_list())
             return
+        question = self.store.refused_question(key)
+        if question is not None:
+            panel = self.view.panels.get(key)
+            if panel is not None:
+                panel.give_back(question)
+            why = self.store.thread(key).error
+            if (why or {}).get("code") == "thread_busy":
+                self.spawn(self._show_running_answer(key, why))
+                return
         self.spawn(self._refresh_info(key, REFRESH_DELAYS_S, with_list=True))
 
-    async def _reload_messages(self, thread_id: int) -> None:
+    async def _reload_messages(self, thread_id: int) -> dict | None:
         try:
-            self.store.load_thread(await api.get_thread(thread_id))
+            detail = await api.get_thread(thread_id)
         except ApiError:
-            pass
+            return None
+        self.store.load_thread(detail)
+        return detail
+
+    async def _show_running_answer(self, thread_id: int, why: dict) -> None:
+        """Another tab or client answers in this thread (ours was refused with 409): show its question and follow
+        its answer, saying meanwhile why ours was not sent (it is back in the composer)."""
+        detail = await self._reload_messages(thread_id)
+        if detail is not None:
+            self._follow(detail)
+            self.store.set_error(thread_id, why)
 
     async def _refresh_info(self, thread_id: int, delays, with_list: bool = False) -> None:
         """Take the thread's title, summary and starter questions (and the list's order and titles) again after
@@ -378,33 +395,9 @@ class App:
         api.replace_location(format_hash(self.view.main_id, self.view.pin_ids))
 
 
-_background = Tasks()  # the warm-up: kept alive, and logged if it fails
-
-
 async def install_renderer() -> None:
-    """Called by boot.js once the page is usable and the renderer's wheels are unpacked: import the renderer
-    (answers shown so far as plain text become Markdown), then warm it up in the background. The root element's
-    `data-renderer` says how far it got: `ready`, then `warm` (tests and benchmarks wait for them)."""
-    await asyncio.sleep(0)  # the first paint of the usable page goes first
-    md_view.load()
-    message_view.render_as_markdown()
-    if APP is not None:
-        APP.view.rerender()
-    dom.document.documentElement.dataset.renderer = "ready"
-    _background.spawn(warm_up())
-
-
-async def warm_up() -> None:
-    """Pay the renderer's first-use costs (lexers, latex2mathml: up to ~90 ms each) in small steps while the user
-    reads the page, not inside the frame of a first answer's first token. Then take everything loaded so far out
-    of the cycle collector's walks: a full collection would otherwise visit all of it at every pass."""
-    import markdown_render
-
-    for step in markdown_render.warm_up_steps():
-        await asyncio.sleep(0.02)  # one step per turn of the browser's loop: input and frames go first
-        step()
-    gc.freeze()
-    dom.document.documentElement.dataset.renderer = "warm"
+    """Called by boot.js once the page is usable and the renderer's wheels are unpacked (renderer_install.py)."""
+    await renderer_install.install(lambda: APP.view.rerender() if APP is not None else None)
 
 
 def set_app(app: App | None) -> None:

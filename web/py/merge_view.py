@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tree
 from contract import MERGE_FORMATS, merge_key
-from dom import Listeners, closest, el
+from dom import Listeners, closest, document, el
 from message_view import MessageView
 
 __all__ = ["MergeDialog"]
@@ -31,8 +31,10 @@ class MergeDialog:
         self.message_view: MessageView | None = None
         self.listeners = Listeners()
 
-        self.node = el("div", "merge-dialog", role="dialog", aria_label="Merge threads", data_testid="merge-dialog")
+        self.node = el("div", "merge-dialog", role="dialog", aria_label="Merge threads", data_testid="merge-dialog",
+                       tabindex="-1")  # focusable, so the keyboard (and Esc) stays in it when a button goes
         self.node.hidden = True
+        self.opener = None  # what had the focus when it opened: it gets it back on close
         head = el("header", "merge-head")
         head.appendChild(el("h2", "merge-title", "Merge threads"))
         self.close_button = el("button", "icon-button", "×", type="button", data_testid="merge-close",
@@ -118,6 +120,8 @@ class MergeDialog:
             if self.message_view is not None:
                 self.message_view.node.remove()
                 self.message_view = None
+        if self.node.hidden:
+            self.opener = document.activeElement
         self.node.hidden = False
         self.view.root.classList.add("merge-open")
         self.set_feedback("")
@@ -128,6 +132,9 @@ class MergeDialog:
         self.node.hidden = True
         self.view.root.classList.remove("merge-open")
         self.view.tree_changed()
+        if self.opener is not None and self.opener.isConnected:
+            self.opener.focus()
+        self.opener = None
 
     def _unbind(self) -> None:
         if self.key is not None:
@@ -208,6 +215,9 @@ class MergeDialog:
         state = self.store.get(self.key)
         streaming = bool(state is not None and state.streaming)
         self._render_picks(streaming)
+        active = document.activeElement
+        if not active or str(active.tagName) == "BODY":  # its focused button was disabled (Merge, then Stop)
+            self.node.focus()
         custom = str(self.format.value) == "custom"
         self.instruction.hidden = not custom
         message = state.messages[-1] if state is not None and state.messages else None

@@ -358,6 +358,14 @@ class Store:
         state.error = error if status == "error" else None
         self._notify(thread_id, "end")
 
+    def refused_question(self, thread_id: int) -> str | None:
+        """The text of the thread's last message when it is a question the server did not take (fail_before_start)."""
+        state = self.get(thread_id)
+        last = state.messages[-1] if state is not None and state.messages else None
+        if last is not None and last.role == "user" and last.id is None and last.status == "error":
+            return last.content
+        return None
+
     def fail_before_start(self, thread_id: int, error: dict) -> None:
         """The server refused the message (e.g. 409 busy) or could not be reached: nothing was saved. The
         user's message stays, marked as not sent, and the empty answer goes."""

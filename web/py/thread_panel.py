@@ -70,7 +70,7 @@ class ThreadPanel:
         self.listeners.add(form, "submit", self._on_submit)
         self.listeners.add(self.input, "keydown", self._on_key)
         view.actions.unsent.attach(self.listeners, self.input, thread_id)
-        self.listeners.add(self.stop, "click", lambda e: view.actions.stop(thread_id))
+        self.listeners.add(self.stop, "click", self._on_stop_click)
         self.listeners.add(self.list, "click", self._on_list_click)
         self.listeners.add(self.crumbs, "click", self._on_crumb_click)
         self.listeners.add(self.suggestions, "click", self._on_suggestion_click)
@@ -93,6 +93,17 @@ class ThreadPanel:
         if self.view.actions.send(self.thread_id, text):
             self.input.value = ""
             self.view.actions.unsent.save(self.thread_id, "")
+
+    def _on_stop_click(self, event) -> None:
+        self.view.actions.stop(self.thread_id)
+        self.focus()  # Stop is disabled now: the keyboard would fall to the page's body
+
+    def give_back(self, text: str) -> None:
+        """A question the server refused comes back to the composer (and to the tab's unsent texts, so a reload
+        keeps it), unless something new was typed meanwhile."""
+        if not str(self.input.value).strip():
+            self.input.value = text
+            self.view.actions.unsent.save(self.thread_id, text)
 
     def _on_key(self, event) -> None:
         if sends(event):

@@ -158,6 +158,10 @@ class View:
         return tree.label(self.store, thread_id)
 
     def render_sidebar(self) -> None:
+        focused = document.activeElement
+        refocus = None  # the rebuilt list keeps the keyboard where it was (a delete confirmed with a second Enter)
+        if focused and self.thread_list.contains(focused) and focused.dataset.threadId:
+            refocus = f'.{str(focused.classList.item(0))}[data-thread-id="{int(focused.dataset.threadId)}"]'
         self.thread_list.textContent = ""
         if not self.store.thread_list:
             self.thread_list.appendChild(el("div", "thread-list-empty", "No threads yet."))
@@ -183,6 +187,9 @@ class View:
                         aria_label="Confirm delete" if confirm else "Delete")
             row.appendChild(delete)
             self.thread_list.appendChild(row)
+        again = self.thread_list.querySelector(refocus) if refocus else None
+        if again:
+            again.focus()
 
     def _on_thread_click(self, event) -> None:
         delete = closest(event.target, "[data-testid=delete-thread]")
@@ -291,7 +298,11 @@ class View:
     def close_pin(self, pin_id: int) -> None:
         panel = self.panels.pop(pin_id, None)
         if panel is not None:
+            had_focus = panel.node.contains(document.activeElement)
             panel.destroy()
+            main = self.panels.get(self.main_id)
+            if had_focus and main is not None:  # else the keyboard falls to the page's body
+                main.focus()
         if pin_id in self.pin_ids:
             self.pin_ids.remove(pin_id)
         self._sync_layout()
