@@ -12,7 +12,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "web" / "py
 
 from markdown_parts import HTML_ATTRS, HTML_TAGS, MATHML_ATTRS, MATHML_NS, MATHML_TAGS  # noqa: E402
 from markdown_render import (  # noqa: E402
-    MarkdownStream, marks, render_blocks, selection_range, source_offset, text_nodes)
+    MarkdownStream, marks, passage_text, render_blocks, selection_range, source_offset, text_nodes)
 
 
 def nodes(src):
@@ -999,3 +999,19 @@ def test_a_block_closed_by_a_blank_line_is_not_parsed_again():
                      "\n   ```\n", "\n- a\n```\n", "```", "`", "\n````\n", "\n> ```\n"]
     alone = sum(parsed_alone([rng.choice(vocab) for _ in range(150)]) for _ in range(40))
     assert alone > 200
+
+
+@pytest.mark.parametrize("src,selected,seen", [
+    ("Intro with **bold phrase here** end.", "with **bold phrase", "with bold phrase"),
+    ("| a | b |\n|---|---|\n| alpha | cell beta |\n", "alpha | cell beta", "alpha cell beta"),
+    ("Use `x = 1` now.", "`x = 1` now", "x = 1 now"),
+    ("one two\n\nthree four", "two\n\nthree", "two three"),
+    ("- item one\n- item two\n", "one\n- item", "one item"),
+    ("A [link text](https://example.org) here", "[link text](https://example.org) here", "link text here"),
+    ("plain words only", "words", "words"),
+])
+def test_a_passage_reads_as_the_rendered_text(src, selected, seen):
+    """A pin's passage as the reader saw it: the rendered text of the source range, no Markdown syntax; a space
+    where the source between two runs holds one (a table's cell border, a new block or item)."""
+    start = src.index(selected)
+    assert passage_text(src, start, start + len(selected)) == seen

@@ -158,3 +158,26 @@ def test_remove_thread_forgets_its_pins_and_its_place_in_the_parent():
     assert store.get(2) is None and store.get(4) is None and store.get(5) is None
     assert [p["id"] for p in store.get(1).pins] == [3]
     assert [n.thread_id for n in tree.walk(tree.build(store, 1))] == [1, 3]
+
+
+def test_a_pins_passage_reads_as_rendered_once_the_renderer_is_in():
+    """A selection across `**bold**` anchors source characters with the `**` in them: the pin's label and quote show
+    the words the reader selected, from the rendered parent answer; before the renderer is in (or without the
+    parent's answer, or when the anchor no longer matches it), the source characters."""
+    import markdown_render
+
+    answer = "Intro with **bold phrase here** and more."
+    start, end = answer.index("with"), answer.index(" here")
+    store = Store()
+    store.load_thread({**thread(1, title="Main"), "messages": [msg(10, "user", "q"), msg(11, "assistant", answer)],
+                       "pins": []})
+    store.load_thread({**thread(2, 1, anchor(11, start, end, answer[start:end])), "messages": [], "pins": []})
+    store.load_thread({**thread(3, 99, anchor(7, 0, 8, "**gone**")), "messages": [], "pins": []})
+    assert tree.label(store, 2) == "“with **bold phrase”"
+    tree.show_passages_rendered(markdown_render.passage_text)
+    try:
+        assert tree.label(store, 2) == "“with bold phrase”"
+        assert tree.passage(store, store.get(2).info) == "with bold phrase"
+        assert tree.label(store, 3) == "“**gone**”"  # its parent's answer is not here
+    finally:
+        tree.show_passages_rendered(None)

@@ -275,6 +275,13 @@ async def test_pin_across_bold_anchors_the_source_range(browser, app_server):
         await marks.first.wait_for()
         assert "".join(await marks.all_inner_texts()) == "beta gamma delta"
         assert await panel(page, tid).locator("strong mark.pin-anchor").count() == 1
+        # its title and quote read as what was selected, not as the source's "beta **gamma delta"
+        pin_panel = panel(page, pin_id)
+        await page.wait_for_function(
+            "(id) => document.querySelector(`section.panel[data-thread-id='${id}'] .pin-quote`).textContent"
+            " === 'beta gamma delta'", arg=pin_id)
+        assert "beta gamma delta" in await pin_panel.locator(".panel-title").inner_text()
+        assert not any("**" in text for text in await page.locator("[data-testid=tree-node]").all_inner_texts())
         assert await answer_text(page, tid) == "Alpha beta gamma delta epsilon zeta.Second paragraph here."
         await page.screenshot(path=str(ARTIFACTS / "markdown-pin.png"))
         assert await page.evaluate("() => window.__csp") == []

@@ -34,7 +34,8 @@ from markdown_inline import ENV_KEY, InlinePrefix, inline_rule
 from markdown_nodes import NodeBuilder
 from markdown_parts import mark_long_cells, marks, patch_tail, selection_range, source_offset, text_nodes
 
-__all__ = ["Block", "MarkdownStream", "render_blocks", "warm_up", "warm_up_steps", "source_offset", "selection_range",
+__all__ = ["Block", "MarkdownStream", "render_blocks", "passage_text", "warm_up", "warm_up_steps", "source_offset",
+           "selection_range",
            "marks", "text_nodes"]
 
 
@@ -135,6 +136,25 @@ def _settled(base: int, before: Block, last: Block, source: str) -> bool:
 def render_blocks(source: str) -> list[Block]:
     """All blocks of a finished (or one-off) source."""
     return _parse(source, 0, {})
+
+
+@lru_cache(maxsize=256)
+def passage_text(source: str, start: int, end: int) -> str:
+    """What a reader sees of source `[start, end)` (a pin's passage) in the rendered answer: the text its marks
+    cover, without the Markdown syntax around it (`**`, backquotes); where the source between two runs of that text
+    holds a space or a line break (a table's cell border, a new block), one space."""
+    runs: list[str] = []
+    last_end = None
+    for block in render_blocks(source):
+        if block.end <= start or block.start >= end:
+            continue
+        for node, lo, hi in marks(block.node, start, end):
+            begin = source_offset(node, lo)
+            if runs and not runs[-1][-1:].isspace() and any(c.isspace() for c in source[last_end:begin]):
+                runs.append(" ")
+            runs.append(node.text[lo:hi])
+            last_end = source_offset(node, hi, end=True)
+    return " ".join("".join(runs).split())
 
 
 # Languages whose Pygments lexer `warm_up` loads ahead (each is a module import and a regex compile on first use).

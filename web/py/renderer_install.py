@@ -11,6 +11,7 @@ import gc
 import dom
 import md_view
 import message_view
+import tree
 from dom import Tasks
 
 __all__ = ["install"]
@@ -23,6 +24,9 @@ async def install(rerender) -> None:
     await asyncio.sleep(0)  # the first paint of the usable page goes first
     md_view.load()
     message_view.render_as_markdown()
+    import markdown_render  # loaded by md_view.load()
+
+    tree.show_passages_rendered(markdown_render.passage_text)  # pins' titles and quotes as the answer reads
     rerender()
     dom.document.documentElement.dataset.renderer = "ready"
     _background.spawn(warm_up())

@@ -171,8 +171,7 @@ class ThreadPanel:
     def _render_head(self, state: ThreadState) -> None:
         title = tree.label(self.store, self.thread_id)
         if self.is_pin:
-            anchor = state.anchor or {}
-            quote = anchor.get("text") or ""
+            quote = tree.passage(self.store, {**state.info, "anchor": state.anchor or {}})
             if quote and self.quote.textContent != quote:
                 self.quote.textContent = quote
             self.quote.hidden = not quote

@@ -13,10 +13,17 @@ from dataclasses import dataclass, field
 
 from store import Store
 
-__all__ = ["TreeNode", "build", "walk", "path", "label", "preview", "signature", "MAX_DEPTH"]
+__all__ = ["TreeNode", "build", "walk", "path", "label", "passage", "show_passages_rendered", "preview", "signature",
+           "MAX_DEPTH"]
 
 MAX_DEPTH = 32  # a guard against a cycle in broken data, far beyond any real nesting
 LABEL_CHARS = 60
+_passage_text = None  # markdown_render.passage_text, once the renderer is in (renderer_install.py)
+
+
+def show_passages_rendered(passage_text) -> None:
+    global _passage_text
+    _passage_text = passage_text
 
 
 @dataclass
@@ -62,11 +69,26 @@ def label(store: Store, thread_id: int) -> str:
             if message.role == "user" and message.content.strip():
                 return _short(message.content, LABEL_CHARS)
     anchor = info.get("anchor") or {}
-    if anchor.get("text"):
-        return f"“{_short(anchor['text'], LABEL_CHARS - 2)}”"
+    quote = passage(store, info)
+    if quote:
+        return f"“{_short(quote, LABEL_CHARS - 2)}”"
     if info.get("parent_id") is not None or anchor:
         return f"Pin #{thread_id}"
     return f"New thread #{thread_id}"
+
+
+def passage(store: Store, info: dict) -> str:
+    """A pin's passage as the reader saw it: the rendered text at the anchor in its parent's answer (a selection
+    across `**bold**` or table cells shows no `**` or `|`). Its source characters, `anchor.text`, while the
+    renderer or the parent's answer is not loaded here."""
+    anchor = info.get("anchor") or {}
+    text = str(anchor.get("text") or "")
+    parent = store.get(info["parent_id"]) if text and info.get("parent_id") is not None else None
+    message = parent.message_by_id(anchor.get("message_id")) if parent is not None else None
+    start, end = anchor.get("start"), anchor.get("end")
+    if _passage_text is None or message is None or message.content[start:end] != text:
+        return text
+    return _passage_text(message.content, start, end) or text
 
 
 def is_streaming(store: Store, thread_id: int, busy: set | frozenset = frozenset()) -> bool:
