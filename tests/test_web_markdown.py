@@ -1009,6 +1009,8 @@ def test_a_block_closed_by_a_blank_line_is_not_parsed_again():
     ("- item one\n- item two\n", "one\n- item", "one item"),
     ("A [link text](https://example.org) here", "[link text](https://example.org) here", "link text here"),
     ("plain words only", "words", "words"),
+    ("the energy $E = mc^2$ held", "energy $E = mc^2$ held", "energy E = mc^2 held"),
+    ("so \\(a+b\\) and", "\\(a+b\\) and", "a+b and"),
 ])
 def test_a_passage_reads_as_the_rendered_text(src, selected, seen):
     """A pin's passage as the reader saw it: the rendered text of the source range, no Markdown syntax; a space

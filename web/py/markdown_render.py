@@ -145,16 +145,31 @@ def passage_text(source: str, start: int, end: int) -> str:
     holds a space or a line break (a table's cell border, a new block), one space."""
     runs: list[str] = []
     last_end = None
+    last_atom = None
     for block in render_blocks(source):
         if block.end <= start or block.start >= end:
             continue
         for node, lo, hi in marks(block.node, start, end):
+            text = node.text[lo:hi]
+            if node.atom is not None:  # a formula's MathML text reads badly ("mc2"): its TeX, once per formula
+                if (node.start, node.end) == last_atom:
+                    continue
+                last_atom = (node.start, node.end)
+                text = _tex(source[node.start:node.end]) or text
             begin = source_offset(node, lo)
             if runs and not runs[-1][-1:].isspace() and any(c.isspace() for c in source[last_end:begin]):
                 runs.append(" ")
-            runs.append(node.text[lo:hi])
+            runs.append(text)
             last_end = source_offset(node, hi, end=True)
     return " ".join("".join(runs).split())
+
+
+def _tex(construct: str) -> str | None:
+    """`E = mc^2` of `$E = mc^2$` (or `$$..$$`, `\\(..\\)`, `\\[..\\]`); None for what is not a formula."""
+    for opener, closer in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if len(construct) > len(opener) + len(closer) and construct.startswith(opener) and construct.endswith(closer):
+            return construct[len(opener):-len(closer)].strip()
+    return None
 
 
 # Languages whose Pygments lexer `warm_up` loads ahead (each is a module import and a regex compile on first use).
