@@ -286,15 +286,14 @@ async def test_start_prints_a_sign_in_url_to_the_console_and_refuses_an_open_ser
             resp = await page.get(url.replace("localhost", "127.0.0.1"))
             assert resp.status_code == 200  # followed to the page
             assert (await page.get(f"{server.url}/api/auth/me")).json()["user"]["username"] == "owner"
-    except BaseException:
+        # A request the HTTP parser refuses (a URL over 8 KB) never reaches the app: a 400, one log line, no
+        # traceback.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /api/health?q=" + b"x" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert (await reader.read()).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+        writer.close()
+    finally:
         server.stop()
-        raise
-    # A request the HTTP parser refuses (a URL over 8 KB) never reaches the app: a 400, one log line, no traceback.
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GET /api/health?q=" + b"x" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-    assert (await reader.read()).split(b"\r\n")[0].endswith(b" 400 Bad Request")
-    writer.close()
-    server.stop()
     log = server.proc.stdout.read()
     assert "Traceback" not in log and "LineTooLong (400)" in log and '" 400 ' in log
     assert "token=[hidden]" in log.replace("%5Bhidden%5D", "[hidden]") and url.split("token=")[1] not in log
