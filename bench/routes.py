@@ -19,7 +19,7 @@ import time
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-ROUTES = ["openai", "hosted_vllm", "openai_like", "custom_openai", "groq", "lm_studio", "deepseek"]
+ROUTES = ["openai_compatible", "openai", "hosted_vllm", "openai_like", "custom_openai", "groq", "lm_studio", "deepseek"]
 
 
 def start_upstream() -> tuple[subprocess.Popen, str]:

@@ -26,9 +26,12 @@ ENV = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED":
 
 # The LiteLLM model of the `chat` deployment a stack streams through: `openai/` goes through the OpenAI SDK's chunk
 # models, `hosted_vllm/` is LiteLLM's route for any OpenAI-compatible server (the cheapest per chunk in
-# `python -m bench.routes`), both to the same bench upstream.
+# `python -m bench.routes` among LiteLLM's own routes), `openai_compatible/` is ours (server/openai_compatible.py:
+# the Router still picks, retries and falls back; the stream is read without LiteLLM's per-chunk objects), all to
+# the same bench upstream.
 OPENAI_ROUTE = "openai/bench"
 VLLM_ROUTE = "hosted_vllm/bench"
+COMPAT_ROUTE = "openai_compatible/bench"
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,11 @@ STACKS = {
     "direct": Stack("direct", "the client reads the upstream itself: the floor"),
     "litellm-only": Stack("litellm", "a LiteLLM Router iterated in the client, the app's LiteLLM settings, openai/"),
     "litellm-only-vllm": Stack("litellm", "litellm-only on the hosted_vllm/ route", route=VLLM_ROUTE),
+    "litellm-only-compat": Stack("litellm", "litellm-only on our openai_compatible/ route", route=COMPAT_ROUTE),
     "app": Stack("app", "python -m server (uvloop when installed), openai/ route"),
+    "app-compat": Stack("app", "the app on our openai_compatible/ route", route=COMPAT_ROUTE),
+    "app-asyncio-compat": Stack("app", "the app with --loop asyncio on our openai_compatible/ route",
+                                route=COMPAT_ROUTE, loop="asyncio"),
     "app-asyncio": Stack("app", "the app with --loop asyncio", loop="asyncio"),
     "app-vllm": Stack("app", "the app on the hosted_vllm/ route", route=VLLM_ROUTE),
     "app-asyncio-vllm": Stack("app", "the app with --loop asyncio on the hosted_vllm/ route", route=VLLM_ROUTE,

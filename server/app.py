@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from litellm import Router
 
-from . import provider
+from . import openai_compatible, provider
 from .config import Settings
 from .db import Database
 from . import account_routes
@@ -69,6 +69,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     await app[REGISTRY].shutdown()
     await app[UTILITY].shutdown()
     await db.close()
+    await openai_compatible.close()
     if app[SETTINGS].models is None:
         from . import embedded
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import litellm
 from litellm.types.utils import GenericStreamingChunk
 
+from .custom_chunk import chunk
+
 PROVIDER = "embedded"
 EMBEDDED_MODEL = f"{PROVIDER}/smollm2-135m-instruct"
 BACKGROUND_SUFFIX = "-background"  # the same model, for background work that yields to chats
@@ -214,23 +216,21 @@ class EmbeddedLLM(litellm.CustomLLM):
         try:
             chunks = llm.create_chat_completion(messages, stream=True, **params)
             completion_tokens, finish_reason = 0, "stop"
-            for chunk in chunks:  # one chunk per generated token
+            for piece in chunks:  # one piece per generated token
                 if stop.is_set():
                     return
-                choice = chunk["choices"][0]
+                choice = piece["choices"][0]
                 text = choice["delta"].get("content")
                 if text is not None:
                     completion_tokens += 1
-                    put(_chunk(text))
+                    put(chunk(text))
                 finish_reason = choice["finish_reason"] or finish_reason
             usage = {
                 "prompt_tokens": llm.prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": llm.prompt_tokens + completion_tokens,
             }
-            # finish_reason and usage must travel together: CustomStreamWrapper ends the stream
-            # at the first content-less chunk after a finish_reason.
-            put(_chunk("", finish_reason=finish_reason, usage=usage))
+            put(chunk("", finish_reason=finish_reason, usage=usage))
         except Exception as e:
             put(e)
         finally:
@@ -241,10 +241,10 @@ class EmbeddedLLM(litellm.CustomLLM):
 
     async def acompletion(self, messages: list, optional_params: dict, model_response, **kwargs):
         text, finish_reason, usage = [], "stop", None
-        async for chunk in self.astreaming(messages=messages, optional_params=optional_params,
+        async for piece in self.astreaming(messages=messages, optional_params=optional_params,
                                            model=kwargs.get("model", "")):
-            text.append(chunk["text"])
-            finish_reason, usage = chunk["finish_reason"] or finish_reason, chunk["usage"] or usage
+            text.append(piece["text"])
+            finish_reason, usage = piece["finish_reason"] or finish_reason, piece["usage"] or usage
         model_response.choices[0].message.content = "".join(text)
         model_response.choices[0].finish_reason = finish_reason
         model_response.model = EMBEDDED_MODEL
@@ -256,17 +256,6 @@ class EmbeddedLLM(litellm.CustomLLM):
         for stop in list(self._running):
             stop.set()
         self._pool.close()
-
-
-def _chunk(text: str, finish_reason: str = "", usage: dict | None = None) -> GenericStreamingChunk:
-    return {
-        "text": text,
-        "tool_use": None,
-        "is_finished": bool(finish_reason),
-        "finish_reason": finish_reason,
-        "usage": usage,
-        "index": 0,
-    }
 
 
 _handler: EmbeddedLLM | None = None

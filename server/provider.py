@@ -15,6 +15,8 @@ import litellm
 import yaml
 from litellm import Router
 
+from . import openai_compatible
+
 log = logging.getLogger(__name__)
 
 CHAT = "chat"
@@ -30,6 +32,7 @@ def configure_litellm() -> None:
     litellm.telemetry = False
     litellm.suppress_debug_info = True
     litellm.turn_off_message_logging = True
+    openai_compatible.register()
 
 
 class ModelConfigError(ValueError):
@@ -153,7 +156,8 @@ def utility_group(router: Router) -> str:
 
 def counting_model(router: Router, group: str = CHAT) -> str:
     """The LiteLLM model name whose tokenizer counts a group's context (its first deployment's)."""
-    return next(d["litellm_params"]["model"] for d in deployments(router) if d["model_name"] == group)
+    return openai_compatible.known_model(
+        next(d["litellm_params"]["model"] for d in deployments(router) if d["model_name"] == group))
 
 
 def context_window(router: Router, group: str = CHAT) -> int:
@@ -167,7 +171,7 @@ def context_window(router: Router, group: str = CHAT) -> int:
         window = info.get("max_context_tokens")
         if window is None:
             try:
-                known = litellm.get_model_info(params["model"])
+                known = litellm.get_model_info(openai_compatible.known_model(params["model"]))
                 window = known.get("max_input_tokens") or known.get("max_tokens")
             except Exception:  # unknown to LiteLLM's map: fine, use the default
                 window = None

@@ -25,7 +25,7 @@ from tests.fake_upstream import FakeUpstream
 
 
 def write_models_file(path: Path, primary: FakeUpstream, backup: FakeUpstream | None = None,
-                      route: str = "openai") -> Path:
+                      route: str = "openai_compatible") -> Path:
     """A LiteLLM model_list: groups `chat` and `utility` on `primary`; with `backup`, a fallback group
     `chat-backup` on it; every deployment through LiteLLM's `route` (provider prefix)."""
     def deployment(name: str, fake: FakeUpstream, model: str = "fake-model") -> dict:

@@ -43,6 +43,8 @@ class Script:
     fail_after: int | None = None  # drop the connection after this many tokens
     hang_after: int | None = None  # go silent for ever after this many tokens
     finish_reason: str = "stop"
+    send_usage: bool = True  # False: a server that ignores stream_options.include_usage
+    error_after: int | None = None  # after this many tokens, an OpenAI-style `{"error": ...}` event ends the stream
 
     @classmethod
     def from_message(cls, text: str) -> Script | None:
@@ -70,6 +72,7 @@ class Script:
 @dataclass
 class Record:
     body: dict
+    headers: dict = field(default_factory=dict)
     outcome: str = "open"  # open | completed | client_closed | failed | error_status
     tokens_sent: int = 0
     send_times: list[float] = field(default_factory=list)  # time.time() when each token was written
@@ -143,7 +146,7 @@ class FakeUpstream:
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        record = Record(body=body)
+        record = Record(body=body, headers=dict(request.headers))
         utility = "utility" in str(body.get("model", ""))
         (self.utility_records if utility else self.records).append(record)
         self.request_seen.set()
@@ -176,6 +179,10 @@ class FakeUpstream:
                     record.outcome = "failed"
                     request.transport.abort()  # a provider dropping the connection mid-stream
                     return resp
+                if script.error_after is not None and i == script.error_after:
+                    await resp.write(_frame({"error": {"message": "scripted error event", "code": 503}}))
+                    record.outcome = "failed"
+                    return resp
                 if script.hang_after is not None and i == script.hang_after:
                     await asyncio.Event().wait()  # silent until the client goes away
                 if i and script.delay:
@@ -184,7 +191,7 @@ class FakeUpstream:
                 record.tokens_sent += 1
                 record.send_times.append(time.time())
             await resp.write(_frame(_chunk(model, {}, script.finish_reason)))
-            if (body.get("stream_options") or {}).get("include_usage"):
+            if script.send_usage and (body.get("stream_options") or {}).get("include_usage"):
                 usage = {"prompt_tokens": _count_prompt(body), "completion_tokens": len(script.tokens)}
                 usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
                 await resp.write(_frame({**_chunk(model, {}), "choices": [], "usage": usage}))

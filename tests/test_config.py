@@ -68,3 +68,32 @@ def test_importing_the_server_package_keeps_litellm_offline():
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "False"
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_the_examples_openai_compatible_entries_build_a_router_that_knows_the_served_model(tmp_path, monkeypatch):
+    """Each `openai_compatible/` entry of models.example.yaml, uncommented as written, is a valid deployment; the
+    model map's context window and tokenizer are found by the served model's own name (gpt-4o-mini: 128k)."""
+    from server.provider import configure_litellm, counting_model
+
+    configure_litellm()  # as the app factory does before it builds the Router: registers the route
+    lines = EXAMPLE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "Other providers" in line)
+    entries, current = [], []
+    for line in lines[start:]:
+        if line.startswith("  # - model_name:") or not line.startswith("  #   "):
+            if current:
+                entries.append(current)
+            current = [line] if line.startswith("  # - model_name:") else []
+        elif current:
+            current.append(line)
+    entries = ["\n".join(line.replace("# ", "", 1) for line in entry) for entry in entries]
+    assert len(entries) == 6 and all("openai_compatible/" in entry for entry in entries)
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-test")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    for entry in entries:
+        models = tmp_path / "models.yaml"
+        models.write_text("model_list:\n" + entry + "\n")
+        router = build_router(models, pool_size=1)
+        assert group_names(router) == {"chat"}
+    assert counting_model(router) == "gpt-4o-mini"  # the last entry: OpenAI itself
+    assert context_window(router) == 128000

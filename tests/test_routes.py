@@ -16,7 +16,7 @@ from tests.conftest import write_models_file
 from tests.fake_upstream import Script
 from tests.test_chat_stream import answer_row, kinds, read_until_tokens
 
-ROUTES = ["openai", "hosted_vllm"]
+ROUTES = ["openai", "hosted_vllm", "openai_compatible"]
 
 
 @pytest.mark.parametrize("route", ROUTES)

@@ -71,6 +71,8 @@ class BurstyLink:
             writer.close()
 
 
+# LiteLLM's own routes give the app one event per upstream token, so the runs of pending events are the writer's;
+# on our openai_compatible/ route one read of the upstream is one event already (tests/test_openai_compatible.py).
 @pytest.fixture(params=["openai", "hosted_vllm"])
 async def late_app(request, make_app, settings, fake, tmp_path):
     link = await BurstyLink(fake, window=0.05).start()
