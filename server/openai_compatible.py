@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import litellm
+from litellm.litellm_core_utils.exception_mapping_utils import ExceptionCheckers
 from litellm.types.utils import GenericStreamingChunk
 
 from .custom_chunk import chunk
@@ -27,8 +28,9 @@ from .custom_chunk import chunk
 PROVIDER = "openai_compatible"
 # Set by the Router and LiteLLM for their own use, or by us on the request body: not forwarded.
 _NOT_FORWARDED = frozenset({"stream", "stream_options", "max_retries", "extra_body", "extra_headers"})
-_DATA = b"data:"
+_FIELDS = (b"data:", b"error:")  # llama.cpp's server has sent failures as `error:` lines
 _DONE = b"[DONE]"
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
 
 # One connection pool per event loop (a ClientSession belongs to the loop it was made on); closed by close().
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
@@ -52,19 +54,27 @@ class OpenAICompatible(litellm.CustomLLM):
                          logger_fn: Any = None, headers: dict | None = None, timeout: Any = None, client: Any = None
                          ) -> AsyncIterator[GenericStreamingChunk]:
         body = _body(model, messages, optional_params, stream=True)
-        async with _post(api_base, api_key, body, headers, timeout, model) as response:
-            finish_reason, usage = "", None
-            async for events in _event_batches(response, model):
-                texts = []
-                for event in events:
-                    usage = event.get("usage") or usage  # OpenAI's include_usage chunk comes after the finish reason
-                    if choices := event.get("choices"):
-                        choice = choices[0]
-                        finish_reason = choice.get("finish_reason") or finish_reason
-                        if text := (choice.get("delta") or {}).get("content"):
-                            texts.append(text)
-                if texts:  # the tokens of one read as one chunk: LiteLLM's wrapper costs per chunk, not per byte
-                    yield chunk(texts[0] if len(texts) == 1 else "".join(texts))
+        finish_reason, usage = "", None
+        try:
+            async with _post(api_base, api_key, body, headers, timeout, model) as response:
+                if response.content_type != "text/event-stream":  # e.g. a JSON error with status 200
+                    raise _error_from_body(await response.read(), 200, model)
+                async for events in _event_batches(response):
+                    texts = []
+                    for event in events:
+                        usage = event.get("usage") or usage  # OpenAI's include_usage chunk follows the finish reason
+                        if choices := event.get("choices"):
+                            choice = choices[0]
+                            finish_reason = choice.get("finish_reason") or finish_reason
+                            if text := (choice.get("delta") or {}).get("content"):
+                                texts.append(text)
+                    if texts:  # the tokens of one read as one chunk: LiteLLM's wrapper costs per chunk, not per byte
+                        yield chunk(texts[0] if len(texts) == 1 else "".join(texts))
+                    if finish_reason == "error":  # OpenRouter's way when the error object is missing
+                        raise _upstream_error(502, "the server ended the answer with an error", model)
+        except litellm.APIConnectionError:
+            if not finish_reason:
+                raise  # else the answer was whole and only the connection's end was lost
         if not finish_reason:
             raise litellm.APIConnectionError(f"{PROVIDER}: the stream ended before its finish reason",
                                              llm_provider=PROVIDER, model=model)
@@ -79,8 +89,10 @@ class OpenAICompatible(litellm.CustomLLM):
         async with _post(api_base, api_key, body, headers, timeout, model) as response:
             try:
                 answer = await response.json(content_type=None)
+                if answer.get("error"):  # OpenRouter reports a failure during generation with status 200
+                    raise _stream_error(answer["error"], model)
                 choice = answer["choices"][0]
-            except (ValueError, LookupError, TypeError, aiohttp.ClientError) as exc:
+            except (ValueError, LookupError, TypeError, AttributeError, aiohttp.ClientError) as exc:
                 raise litellm.APIConnectionError(f"{PROVIDER}: unreadable answer ({exc})",
                                                  llm_provider=PROVIDER, model=model) from exc
         model_response.choices[0].message.content = (choice.get("message") or {}).get("content") or ""
@@ -113,10 +125,10 @@ async def _post(api_base: str | None, api_key: str | None, body: dict, headers: 
     try:
         async with _session().post(
             api_base.rstrip("/") + "/chat/completions", json=body, headers=request_headers,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds),
+            timeout=aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds),
         ) as response:
             if response.status >= 400:
-                raise UpstreamError(response.status, _error_message(await response.read(), response.status))
+                raise _error_from_body(await response.read(), response.status, model)
             try:
                 yield response
             finally:
@@ -130,7 +142,7 @@ async def _post(api_base: str | None, api_key: str | None, body: dict, headers: 
                                          model=model) from exc
 
 
-async def _event_batches(response: aiohttp.ClientResponse, model: str) -> AsyncIterator[list[dict]]:
+async def _event_batches(response: aiohttp.ClientResponse) -> AsyncIterator[list[dict]]:
     """The JSON of the `data:` lines each read of the body brings, until `[DONE]` or the end of the body. When the
     loop comes late (the process is busy), one read brings several tokens, and they go on as one chunk: the work
     per token falls as the load rises. Written here rather than with an SSE client library: the upstream's framing
@@ -141,38 +153,64 @@ async def _event_batches(response: aiohttp.ClientResponse, model: str) -> AsyncI
         rest = lines.pop()
         events = []
         for line in lines:
-            if not line.startswith(_DATA):
+            if not line.startswith(_FIELDS):
                 continue  # blank separators, comments (": keep-alive"), `event:` / `id:` fields
-            data = line[5:].strip()
+            data = line.partition(b":")[2].strip()
             if data == _DONE:
                 yield events
+                await _read_to_the_end(response)
                 return
+            if not data:
+                continue
             try:
                 event = json.loads(data)
             except ValueError:
-                event = {"error": {"message": "a stream event is not JSON", "code": 502}}
-            if "error" in event:  # some servers report a failure inside the stream
+                event = {"error": {"message": data[:200].decode(errors="replace"), "code": 502}}
+            if not isinstance(event, dict) or line.startswith(b"error:"):
+                event = {"error": event}
+            if error := event.get("error"):  # some servers report a failure inside the stream
                 if events:
                     yield events  # the tokens before it are the answer's
-                raise _stream_error(event["error"])
+                raise _stream_error(error)
             events.append(event)
         if events:
             yield events
 
 
-def _stream_error(error: Any) -> UpstreamError:
-    error = error if isinstance(error, dict) else {"message": str(error)}
-    code = error.get("code")
-    status = code if isinstance(code, int) and 400 <= code < 600 else 500
-    return UpstreamError(status, str(error.get("message") or "an error in the stream"))
+async def _read_to_the_end(response: aiohttp.ClientResponse) -> None:
+    """The body's end follows `[DONE]` at once: read it, so that the connection goes back to the pool (a new TLS
+    handshake per answer otherwise). A server that keeps the body open after `[DONE]` loses its connection."""
+    try:
+        await asyncio.wait_for(response.content.read(), 1.0)
+    except (TimeoutError, aiohttp.ClientError):
+        pass
 
 
-def _error_message(body: bytes, status: int) -> str:
+def _error_from_body(body: bytes, status: int, model: str) -> Exception:
     try:
         error = json.loads(body)["error"]
-        return str(error.get("message") if isinstance(error, dict) else error)
-    except (ValueError, LookupError, TypeError, AttributeError):
-        return body[:500].decode(errors="replace") or f"HTTP {status}"
+    except (ValueError, LookupError, TypeError):
+        return _upstream_error(max(status, 502) if status < 400 else status,
+                               body[:500].decode(errors="replace") or f"HTTP {status}", model)
+    return _stream_error(error, model, status)
+
+
+def _stream_error(error: Any, model: str = "", status: int | None = None) -> Exception:
+    """An OpenAI-style error object (`{"message", "type", "code"}`) as the exception LiteLLM's Router acts on."""
+    error = error if isinstance(error, dict) else {"message": str(error)}
+    code = error.get("code")
+    if status is None or status < 400:
+        status = code if isinstance(code, int) and 400 <= code < 600 else 500
+    context = code in _CONTEXT_CODES or error.get("type") in _CONTEXT_CODES
+    return _upstream_error(status, str(error.get("message") or "an error in the stream"), model, context)
+
+
+def _upstream_error(status: int, message: str, model: str, context: bool = False) -> Exception:
+    """A conversation too long for the model is LiteLLM's ContextWindowExceededError, as on its own routes (whose
+    message check LiteLLM does not apply to a custom provider's errors); anything else goes by its status."""
+    if context or ExceptionCheckers.is_error_str_context_window_exceeded(message):
+        return litellm.ContextWindowExceededError(message, model=model, llm_provider=PROVIDER)
+    return UpstreamError(status, message)
 
 
 def _seconds(timeout: Any) -> float | None:
@@ -186,7 +224,8 @@ def _session() -> aiohttp.ClientSession:
     session = _sessions.get(loop)
     if session is None or session.closed:
         # No overall cap on connections: each open stream holds one, and the Router's limits apply before.
-        session = _sessions[loop] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        # trust_env: HTTPS_PROXY / NO_PROXY apply, as on LiteLLM's own routes.
+        session = _sessions[loop] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=True)
     return session
 
 

@@ -145,7 +145,6 @@ class TimedStream:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     events: list[tuple[float, dict]] = field(default_factory=list)  # (arrival, parsed JSON of the data line)
-    ids: list[str] = field(default_factory=list)  # each event's `id:`
     pings: list[float] = field(default_factory=list)
     error: str | None = None  # the connection broke before a clean end (e.g. nginx cut the stream)
     started: float = 0.0
@@ -159,9 +158,10 @@ class TimedStream:
         return [(t, e["text"]) for t, e in self.events if e["type"] == "token"]
 
     def token_count(self) -> int:
-        """Tokens received, however framed: a frame's id `<answer>.<n>` is its last token's, n - 1 tokens in."""
-        seqs = [int(i.split(".")[1]) for i, (_, e) in zip(self.ids, self.events) if e["type"] == "token"]
-        return seqs[-1] - 1 if seqs else 0
+        """The script's tokens received, however framed or batched (a late writer sends several events as one frame;
+        one read of the upstream that brings several tokens is one event): the scripts here (`[[tokens=N ...]]`,
+        tokens `<prefix><i> `) end each token with a space."""
+        return "".join(text for _, text in self.tokens()).count(" ")
 
     @property
     def terminal(self) -> dict | None:
@@ -215,6 +215,5 @@ def _parse_frame(frame: str, now: float, out: TimedStream) -> None:
     data = [line[5:].removeprefix(" ") for line in frame.split("\n") if line.startswith("data:")]
     if data:
         out.events.append((now, json.loads("\n".join(data))))
-        out.ids.append(next((line[3:].strip() for line in frame.split("\n") if line.startswith("id:")), ""))
     elif any(line.startswith(":") for line in frame.split("\n")):
         out.pings.append(now)

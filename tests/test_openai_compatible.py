@@ -5,8 +5,11 @@ reason and cancellation on every route are in tests/test_routes.py; every other 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 
+import pytest
 import yaml
 
 from tests.conftest import write_models_file
@@ -130,3 +133,131 @@ async def test_the_tokens_of_one_read_are_one_event_with_every_character_in_orde
     assert events[-1]["usage"]["completion_tokens"] == len(TOKENS)  # the upstream's count, not the events'
     row = answer_row(app, events[0]["message_id"])
     assert (row["status"], row["content"]) == ("complete", "".join(TOKENS))
+
+
+async def stream_raw(aiohttp_server, pieces: list[bytes], status: int = 200, chunks: list | None = None,
+                     content_type: str = "text/event-stream") -> list[dict]:
+    """What the route yields (LiteLLM's GenericStreamingChunk dicts) for an upstream that writes `pieces` of its
+    body one by one, 20 ms apart, so that events and lines are cut where a network may cut them."""
+    from aiohttp import web
+
+    from server.openai_compatible import OpenAICompatible, close
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=status, headers={"Content-Type": content_type})
+        await response.prepare(request)
+        for piece in pieces:
+            await response.write(piece)
+            await asyncio.sleep(0.02)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    server = await aiohttp_server(app)
+    chunks = [] if chunks is None else chunks
+    try:
+        async for chunk in OpenAICompatible().astreaming(
+                model="m", messages=[{"role": "user", "content": "hi"}], api_base=str(server.make_url("/v1")),
+                custom_prompt_dict={}, model_response=None, print_verbose=None, encoding=None, api_key=None,
+                logging_obj=None, optional_params={}):
+            chunks.append(chunk)
+    finally:
+        await close()  # this test loop's connection pool
+    return chunks
+
+
+def event(text: str | None = None, finish: str | None = None, usage: dict | None = None) -> dict:
+    choices = [] if usage and not finish and text is None else [
+        {"index": 0, "delta": {"content": text} if text is not None else {}, "finish_reason": finish}]
+    return {"choices": choices, **({"usage": usage} if usage else {})}
+
+
+async def test_the_reader_takes_crlf_comments_and_events_cut_anywhere(aiohttp_server):
+    body = (b": keep-alive\r\n\r\n"
+            + b"".join(b"data: " + json.dumps(event(t)).encode() + b"\r\n\r\n" for t in ["caf\u00e9", " ok"])
+            + b"event: message\ndata:" + json.dumps(event(None, "stop")).encode() + b"\n\n"
+            + b"data: " + json.dumps(event(usage={"prompt_tokens": 1, "completion_tokens": 2,
+                                                    "total_tokens": 3})).encode() + b"\n\n"
+            + b"data: [DONE]\n\n")
+    cut = [body[i:i + 7] for i in range(0, len(body), 7)]  # lines and UTF-8 characters split across reads
+
+    chunks = await stream_raw(aiohttp_server, cut)
+
+    assert "".join(c["text"] for c in chunks) == "caf\u00e9 ok"
+    assert (chunks[-1]["text"], chunks[-1]["finish_reason"], chunks[-1]["is_finished"]) == ("", "stop", True)
+    assert chunks[-1]["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+
+
+async def test_the_reader_refuses_a_stream_that_ends_without_a_finish_reason(aiohttp_server):
+    import litellm
+
+    body = b"data: " + json.dumps(event("half")).encode() + b"\n\n"
+    with pytest.raises(litellm.APIConnectionError, match="ended before its finish reason"):
+        await stream_raw(aiohttp_server, [body])
+
+
+async def test_the_reader_maps_an_error_answer_by_its_status(aiohttp_server):
+    from server.openai_compatible import UpstreamError
+
+    with pytest.raises(UpstreamError) as error:
+        await stream_raw(aiohttp_server, [json.dumps({"error": {"message": "slow down"}}).encode()], status=429)
+    assert (error.value.status_code, error.value.message) == (429, "slow down")
+
+
+CONTEXT_MESSAGE = "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens."
+
+
+async def test_a_conversation_too_long_for_the_model_is_a_context_window_error(aiohttp_server):
+    """LiteLLM applies its message check to its own routes' errors only: vLLM's and OpenAI's 400, and llama.cpp's
+    `error:` line after some tokens, must still reach the app as ContextWindowExceededError (`context_too_long`,
+    and the Router's context-window fallbacks), not as a request the Router retries."""
+    import litellm
+
+    with pytest.raises(litellm.ContextWindowExceededError):
+        await stream_raw(aiohttp_server, [json.dumps({"error": {
+            "message": CONTEXT_MESSAGE, "type": "invalid_request_error", "code": "context_length_exceeded"}}).encode()],
+            status=400)
+    chunks: list[dict] = []
+    with pytest.raises(litellm.ContextWindowExceededError):
+        await stream_raw(aiohttp_server, [
+            b"data: " + json.dumps(event("so far")).encode() + b"\n\n",
+            b'error: {"code": 500, "message": "Context size has been exceeded.", "type": "exceed_context_size_error"}\n\n',
+            b"data: [DONE]\n\n"], chunks=chunks)
+    assert [c["text"] for c in chunks] == ["so far"]  # the text before it was given on
+
+
+async def test_a_json_error_in_place_of_the_stream_is_raised_with_its_code(aiohttp_server):
+    from server.openai_compatible import UpstreamError
+
+    with pytest.raises(UpstreamError) as error:
+        await stream_raw(aiohttp_server, [json.dumps({"error": {"message": "upstream overloaded", "code": 503}}).encode()],
+                         content_type="application/json")
+    assert (error.value.status_code, error.value.message) == (503, "upstream overloaded")
+
+
+async def test_a_connection_lost_after_the_finish_reason_keeps_the_whole_answer(aiohttp_server):
+    """The answer and its finish reason arrived; only the body's end (`[DONE]`, the chunked terminator) is lost."""
+    from aiohttp import web
+
+    from server.openai_compatible import OpenAICompatible, close
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: " + json.dumps(event("whole")).encode() + b"\n\n"
+                             + b"data: " + json.dumps(event(None, "stop")).encode() + b"\n\n")
+        await asyncio.sleep(0.05)
+        request.transport.abort()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    server = await aiohttp_server(app)
+    try:
+        chunks = [c async for c in OpenAICompatible().astreaming(
+            model="m", messages=[], api_base=str(server.make_url("/v1")), custom_prompt_dict={}, model_response=None,
+            print_verbose=None, encoding=None, api_key=None, logging_obj=None, optional_params={})]
+    finally:
+        await close()
+    assert [(c["text"], c["finish_reason"]) for c in chunks] == [("whole", ""), ("", "stop")]
