@@ -73,7 +73,7 @@ STACKS = {
     "litellm-stock": Stack("litellm", "litellm-only with LiteLLM's defaults", litellm_settings="stock"),
     "litellm-lean": Stack("litellm", "litellm-only + gc.freeze() (bench/lean.py)", litellm_settings="lean"),
 }
-DEFAULT_STACKS = ["direct", "litellm-only", "app", "app+nginx", "reference"]
+DEFAULT_STACKS = ["direct", "litellm-only", "app", "app-compat", "app+nginx", "reference"]
 
 
 def cores() -> tuple[set[int] | None, set[int] | None]:

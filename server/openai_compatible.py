@@ -128,7 +128,10 @@ async def _post(api_base: str | None, api_key: str | None, body: dict, headers: 
             timeout=aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds),
         ) as response:
             if response.status >= 400:
-                raise _error_from_body(await response.read(), response.status, model)
+                error = _error_from_body(await response.read(), response.status, model)
+                # LiteLLM reads `headers` off the exception: a Retry-After sets how long the Router cools it down.
+                error.headers = {name.lower(): value for name, value in response.headers.items()}
+                raise error
             try:
                 yield response
             finally:

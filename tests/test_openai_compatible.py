@@ -117,7 +117,8 @@ async def test_the_tokens_of_one_read_are_one_event_with_every_character_in_orde
     bursts."""
     link = await BurstyLink(fake, window=0.05).start()
     try:
-        app = await make_app(settings, models=write_models_file(tmp_path / "bursty.yaml", link))  # type: ignore[arg-type]
+        models = write_models_file(tmp_path / "bursty.yaml", link)  # type: ignore[arg-type]
+        app = await make_app(settings, models=models)
         fake.push(Script(tokens=TOKENS, delay=0.005))
         thread = await app.new_thread()
 
@@ -222,7 +223,8 @@ async def test_a_conversation_too_long_for_the_model_is_a_context_window_error(a
     with pytest.raises(litellm.ContextWindowExceededError):
         await stream_raw(aiohttp_server, [
             b"data: " + json.dumps(event("so far")).encode() + b"\n\n",
-            b'error: {"code": 500, "message": "Context size has been exceeded.", "type": "exceed_context_size_error"}\n\n',
+            b'error: {"code": 500, "message": "Context size has been exceeded.",'
+            b' "type": "exceed_context_size_error"}\n\n',
             b"data: [DONE]\n\n"], chunks=chunks)
     assert [c["text"] for c in chunks] == ["so far"]  # the text before it was given on
 
@@ -231,8 +233,8 @@ async def test_a_json_error_in_place_of_the_stream_is_raised_with_its_code(aioht
     from server.openai_compatible import UpstreamError
 
     with pytest.raises(UpstreamError) as error:
-        await stream_raw(aiohttp_server, [json.dumps({"error": {"message": "upstream overloaded", "code": 503}}).encode()],
-                         content_type="application/json")
+        body = json.dumps({"error": {"message": "upstream overloaded", "code": 503}}).encode()
+        await stream_raw(aiohttp_server, [body], content_type="application/json")
     assert (error.value.status_code, error.value.message) == (503, "upstream overloaded")
 
 
@@ -261,3 +263,53 @@ async def test_a_connection_lost_after_the_finish_reason_keeps_the_whole_answer(
     finally:
         await close()
     assert [(c["text"], c["finish_reason"]) for c in chunks] == [("whole", ""), ("", "stop")]
+
+
+async def test_a_429s_retry_after_keeps_the_deployment_cooled_down_that_long(aiohttp_server):
+    """Two deployments in the group; one answers 429 with `Retry-After: 30`. The Router's own cooldown is 0.5 s, but
+    the header's 30 s must win (LiteLLM reads it off the exception), so after a second no request reaches it."""
+    import litellm
+    from aiohttp import web
+
+    from server import provider
+    from server.openai_compatible import close
+
+    hits = {"limited": 0, "free": 0}
+
+    async def limited(request: web.Request) -> web.Response:
+        hits["limited"] += 1
+        return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "30"})
+
+    async def free(request: web.Request) -> web.StreamResponse:
+        hits["free"] += 1
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: " + json.dumps(event("ok", "stop")).encode() + b"\n\ndata: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/limited/chat/completions", limited)
+    app.router.add_post("/free/chat/completions", free)
+    server = await aiohttp_server(app)
+    provider.configure_litellm()
+    router = litellm.Router(model_list=[{"model_name": "chat", "litellm_params": {
+        "model": "openai_compatible/m", "api_base": str(server.make_url(f"/{name}"))}} for name in hits],
+        num_retries=0, cooldown_time=0.5, allowed_fails=0)
+
+    async def ask() -> None:
+        try:
+            async with provider.chat_stream(router, [{"role": "user", "content": "hi"}]) as deltas:
+                async for _ in deltas:
+                    pass
+        except litellm.RateLimitError:
+            pass
+
+    try:
+        while hits["limited"] == 0:
+            await ask()
+        await asyncio.sleep(1.0)  # past the Router's 0.5 s, well within the header's 30 s
+        for _ in range(12):
+            await ask()
+    finally:
+        await close()
+    assert hits["limited"] == 1 and hits["free"] >= 12
