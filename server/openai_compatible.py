@@ -57,7 +57,7 @@ class OpenAICompatible(litellm.CustomLLM):
         finish_reason, usage = "", None
         try:
             async with _post(api_base, api_key, body, headers, timeout, model) as response:
-                if response.content_type != "text/event-stream":  # e.g. a JSON error with status 200
+                if response.content_type == "application/json":  # a JSON error in place of the stream, status 200
                     raise _error_from_body(await response.read(), 200, model)
                 async for events in _event_batches(response):
                     texts = []
