@@ -118,7 +118,7 @@ async def _post(api_base: str | None, api_key: str | None, body: dict, headers: 
     if not api_base:
         raise litellm.BadRequestError(f"{PROVIDER}/ needs an api_base (the server's /v1 address)",
                                       model=model, llm_provider=PROVIDER)
-    request_headers = {**(headers or {}), **(body.pop("extra_headers", None) or {})}
+    request_headers = dict(headers or {})  # LiteLLM has merged a deployment's extra_headers into these
     if api_key:
         request_headers["Authorization"] = f"Bearer {api_key}"
     seconds = _seconds(timeout)
@@ -193,7 +193,7 @@ def _error_from_body(body: bytes, status: int, model: str) -> Exception:
     try:
         error = json.loads(body)["error"]
     except (ValueError, LookupError, TypeError):
-        return _upstream_error(max(status, 502) if status < 400 else status,
+        return _upstream_error(502 if status < 400 else status,
                                body[:500].decode(errors="replace") or f"HTTP {status}", model)
     return _stream_error(error, model, status)
 
