@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
+import os
 import sys
 
 from .config import parse_args  # importing the package set LiteLLM's local price map (server/__init__.py)
 
 
-async def settle_heap(_app) -> None:
-    """Move everything loaded at start-up (LiteLLM and its provider SDKs: ~400k objects) out of the garbage
-    collector's reach. Otherwise each full collection walks them all, pausing every stream for 130-600 ms
-    (measured in bench/: p99 added latency 699 ms -> 106 ms at 100 streams x 30 tokens/s)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)  # fewer young collections: per-token objects die young anyway
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+
+def quiet_litellm_logs() -> None:
+    """LiteLLM logs two INFO lines for every request ("completion() model=...", "200 OK"), each printed twice: by
+    the handler it adds to its own loggers and by ours through the root. That is noise in a user's console and
+    CPU on the event loop at every stream start (bench/README.md). Its warnings and errors still come, once, in our
+    format; LITELLM_LOG (LiteLLM's own variable, e.g. INFO or DEBUG) brings its detail back."""
+    level = logging.getLevelName(os.environ.get("LITELLM_LOG", "WARNING").upper())
+    for name in LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.setLevel(level if isinstance(level, int) else logging.WARNING)
 
 
 async def sign_in_url(settings, base_url: str) -> str:
@@ -55,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)  # before the heavy imports, so --help and flag errors are instant
     from aiohttp import web
 
+    from . import heap
     from .app import create_app
+    from .keys import REGISTRY
     from .provider import ModelConfigError
     from .proxy import MalformedRequestsInOneLine, ProxyAwareAccessLogger
 
@@ -65,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
         app = create_app(settings)
     except (ModelConfigError, RuntimeError) as exc:
         sys.exit(f"error: {exc}")
-    app.on_startup.append(settle_heap)  # runs after the app's own start-up (database, LiteLLM warm-up)
+    quiet_litellm_logs()  # after create_app: importing LiteLLM is what adds its handlers
+    # after the app's own start-up (database, LiteLLM warm-up); busy while any answer streams
+    app.cleanup_ctx.append(heap.schedule(busy=lambda: bool(app[REGISTRY].active)))
     model = f"models from {settings.models}" if settings.models else "the embedded SmolLM2-135M-Instruct model"
     url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}/"
     url = asyncio.run(sign_in_url(settings, url))

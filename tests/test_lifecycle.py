@@ -109,3 +109,26 @@ async def test_a_taken_port_is_a_clear_startup_error(tmp_path, server_args):
         assert "Traceback" not in second.stdout + second.stderr
     finally:
         first.stop()
+
+
+async def test_the_console_log_has_one_line_per_request_and_no_litellm_chatter(tmp_path, fake, server_args):
+    """LiteLLM's per-request INFO lines (each printed twice, by its handler and ours) are kept out of the log;
+    LITELLM_LOG brings them back, once each, in our format."""
+    for env, chatter in (({}, False), ({"LITELLM_LOG": "INFO"}, True)):
+        server = await ServerProcess(*server_args, env=env).start()
+        try:
+            fake.push(Script(tokens=["a ", "b"]))
+            async with server.http(timeout=10) as http:
+                thread = (await http.post("/api/threads", json={})).json()
+                async with aconnect_sse(http, "POST", f"/api/threads/{thread['id']}/chat",
+                                        json={"message": "hi"}) as src:
+                    events = [json.loads(sse.data) async for sse in src.aiter_sse()]
+            assert events[-1]["type"] == "done"
+            server.proc.send_signal(signal.SIGTERM)
+            assert await server.wait() == 0
+            log = server.output()
+        finally:
+            server.stop()
+        assert log.count(f"POST /api/threads/{thread['id']}/chat") == 1, log
+        assert ("INFO LiteLLM: \nLiteLLM completion() model= fake-model;" in log) == chatter, log
+        assert " - LiteLLM:INFO: " not in log and " - LiteLLM Router:INFO: " not in log  # LiteLLM's own handler
