@@ -21,7 +21,8 @@ async def test_stop_delete_close_pin_and_merge_keep_the_focus(app_page, app_serv
     tid = await new_thread(page)
     # Stop: its button is disabled once pressed; the focus goes to the composer (Esc there stops too)
     await send(page, tid, "Long " + directive("S", 300, delay_ms=30))
-    await panel(page, tid).locator("[data-testid=stop]").focus()
+    # The button is disabled until the answer streams (a disabled button takes no focus: Enter would go nowhere)
+    await panel(page, tid).locator("[data-testid=stop]:not([disabled])").focus()
     await page.keyboard.press("Enter")
     await wait_answer(page, tid, "interrupted")
     assert await focused(page) == "TEXTAREA#composer"
