@@ -28,7 +28,8 @@ def older_garbage_cycle() -> weakref.ref:
 @pytest.fixture
 def short_schedule(monkeypatch):
     monkeypatch.setattr(heap, "QUIET_CHECK_EVERY", 0.05)
-    monkeypatch.setattr(heap, "BUSY_COLLECTION_EVERY", 0.6)
+    # Far above the 0.3 s waits before the "not yet" checks: room for a stall of a loaded CI box of over a second
+    monkeypatch.setattr(heap, "BUSY_COLLECTION_EVERY", 1.5)
     thresholds = gc.get_threshold()
     yield
     gc.unfreeze()  # settle() froze the whole test process
@@ -65,7 +66,7 @@ async def test_under_constant_load_older_cycles_still_go_every_busy_period(short
         older_ref = older_garbage_cycle()
         await asyncio.sleep(0.3)
         assert older_ref() is not None
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(heap.BUSY_COLLECTION_EVERY)
         assert older_ref() is None
     finally:
         await lifetime.aclose()
