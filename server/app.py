@@ -19,7 +19,8 @@ from .errors import json_errors
 from .openapi import openapi_handler
 from .generation import Registry
 from .context import Budget
-from .keys import BUDGET, DB, OWNER, REGISTRY, SETTINGS, TURNS, UTILITY
+from .pacing import StartPacer
+from .keys import BUDGET, DB, OWNER, PACER, REGISTRY, SETTINGS, TURNS, UTILITY
 from .proxy import TRUSTED_PROXIES
 from .routes import routes
 from .turn import Turns
@@ -41,6 +42,7 @@ def create_app(settings: Settings, router: Router | None = None) -> web.Applicat
     provider.configure_litellm()
     app[ROUTER] = router = router or provider.build_router(settings.models, settings.pool_size)
     app[BUDGET] = make_budget(settings, router)
+    app[PACER] = StartPacer()
     app.cleanup_ctx.append(_lifetime)
     app.on_shutdown.append(_stop_generations)
     app.add_routes(routes)

@@ -10,6 +10,7 @@ from .config import Settings
 from .context import Budget
 from .db import Database
 from .generation import Registry
+from .pacing import StartPacer
 from .turn import Turns
 from .utility import Utility
 
@@ -19,4 +20,5 @@ REGISTRY = web.AppKey("registry", Registry)
 UTILITY = web.AppKey("utility", Utility)
 BUDGET = web.AppKey("budget", Budget)
 TURNS = web.AppKey("turns", Turns)
+PACER = web.AppKey("pacer", StartPacer)
 OWNER = web.AppKey("owner", dict[str, Any])  # the owner account, created on first start

@@ -15,7 +15,7 @@ from .schemas import (MAX_PIN_DEPTH, Chat, CreateThread, ExportDocument, ExportQ
                       one_line_title, parse_body, parse_query)
 from .schemas import path_id as parse_id
 from .auth import OPEN_STREAMS, USER
-from .keys import DB, REGISTRY, SETTINGS, TURNS, UTILITY
+from .keys import DB, PACER, REGISTRY, SETTINGS, TURNS, UTILITY
 from .timestamps import ago
 from .generation import Generation, ThreadBusy
 from .sse import stream_generation
@@ -163,6 +163,7 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
 async def stream_answer(request: web.Request, thread: dict[str, Any],
                         start: Callable[[Turns], Awaitable[Generation]]) -> web.StreamResponse:
     """Start a turn (409 if the thread is busy) and stream its answer as this response."""
+    await request.app[PACER].turn()  # while the loop is behind, the running answers' tokens go first
     await check_limits(request)
     settings = request.app[SETTINGS]
     if len(request.app[REGISTRY].active) >= settings.max_generations:  # admission: keep the running ones fast
