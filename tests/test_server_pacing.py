@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from server.keys import PACER
 from server.pacing import StartPacer
+from tests.fake_upstream import Script
 
 
 async def hog(seconds: float, slice_s: float = 0.005) -> None:
@@ -74,3 +76,21 @@ async def test_starts_pass_one_at_a_time_in_the_order_they_came():
     assert [n for n, _ in passed] == list(range(6))
     # the next in line went on only once the loop had caught up with the one before
     assert all(at >= work_done[n - 1] for n, at in passed[1:]), (passed, work_done)
+
+
+async def test_a_chat_that_comes_while_the_loop_is_behind_starts_once_it_has_caught_up(app, fake):
+    """Through the real app (routes.stream_answer): the answer's headers and `start` event wait for the loop."""
+    app.client.server.app[PACER].max_wait = 60.0  # here the hog alone decides when the loop has caught up
+    thread = await app.new_thread()
+    fake.push(Script(tokens=["caught ", "up"]))
+    t0 = time.monotonic()
+    busy = asyncio.create_task(hog(1.5))
+    await asyncio.sleep(0)
+    resp = await app.post(f"/api/threads/{thread['id']}/chat", {"message": "hello"})  # back at the headers
+    started = time.monotonic() - t0
+    body = await resp.text()
+    await busy
+    assert resp.status == 200
+    # Unpaced, the start's few dozen turns of 5 ms each would have it going within a fraction of the 1.5 s
+    assert started >= 1.5
+    assert '"caught ' in body and '"type":"done"' in body
