@@ -20,15 +20,20 @@ class StartPacer:
         self.max_lag = max_lag  # seconds one turn of an idle loop never takes (~0.05 ms); a busy one does
         self.max_wait = max_wait
         self._line = asyncio.Lock()  # first come, first served
+        self.waiting = 0  # starts in line: admission counts them with the running answers
 
     async def turn(self) -> None:
         """Return when this start may go on: at once on an idle loop (one turn of it)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait  # from arrival, not from the head of the line
-        async with self._line:
-            while True:
-                before = loop.time()
-                await asyncio.sleep(0)  # back after the callbacks that are ready now, the streams' tokens among them
-                now = loop.time()
-                if now - before < self.max_lag or now >= deadline:
-                    return
+        self.waiting += 1
+        try:
+            async with self._line:
+                while True:
+                    before = loop.time()
+                    await asyncio.sleep(0)  # back after the callbacks ready now, the streams' tokens among them
+                    now = loop.time()
+                    if now - before < self.max_lag or now >= deadline:
+                        return
+        finally:
+            self.waiting -= 1

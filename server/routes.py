@@ -163,18 +163,26 @@ async def handle_chat(request: web.Request) -> web.StreamResponse:
 async def stream_answer(request: web.Request, thread: dict[str, Any],
                         start: Callable[[Turns], Awaitable[Generation]]) -> web.StreamResponse:
     """Start a turn (409 if the thread is busy) and stream its answer as this response."""
-    await request.app[PACER].turn()  # while the loop is behind, the running answers' tokens go first
+    pacer = request.app[PACER]
+    admit(request, queued=pacer.waiting)  # a full house says so at once, not after its turn in the line
+    await pacer.turn()  # while the loop is behind, the running answers' tokens go first
     await check_limits(request)
-    settings = request.app[SETTINGS]
-    if len(request.app[REGISTRY].active) >= settings.max_generations:  # admission: keep the running ones fast
-        raise ApiError(503, "server_busy", f"The server is writing {settings.max_generations} answers already; "
-                                           "try again in a few seconds.", {"Retry-After": "5"})
+    admit(request)
     try:
         generation = await start(request.app[TURNS])
     except ThreadBusy:
         raise ApiError(409, "thread_busy", "This thread is already answering; stop it or wait.") from None
     request.app[OPEN_STREAMS].track(request)  # ending the session ends this stream
     return await stream_generation(request, generation, request.app[SETTINGS].heartbeat)
+
+
+def admit(request: web.Request, queued: int = 0) -> None:
+    """Admission: past --max-generations answers (and starts waiting for their turn), a 503 keeps the running ones
+    fast."""
+    limit = request.app[SETTINGS].max_generations
+    if len(request.app[REGISTRY].active) + queued >= limit:
+        raise ApiError(503, "server_busy", f"The server is writing {limit} answers already; "
+                                           "try again in a few seconds.", {"Retry-After": "5"})
 
 
 async def check_limits(request: web.Request) -> None:

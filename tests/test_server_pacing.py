@@ -94,3 +94,27 @@ async def test_a_chat_that_comes_while_the_loop_is_behind_starts_once_it_has_cau
     # Unpaced, the start's few dozen turns of 5 ms each would have it going within a fraction of the 1.5 s
     assert started >= 1.5
     assert '"caught ' in body and '"type":"done"' in body
+
+
+async def test_starts_waiting_in_line_count_for_admission_so_a_full_house_is_told_at_once(make_app, settings, fake):
+    app = await make_app(settings, max_generations=2)
+    app.client.server.app[PACER].max_wait = 60.0
+    threads = [await app.new_thread() for _ in range(3)]
+    for _ in range(2):
+        fake.push(Script(tokens=["in ", "time"]))
+    answered: dict[int, tuple[int, float]] = {}
+
+    async def chat(http, thread_id: int) -> None:
+        resp = await http.post(f"/api/threads/{thread_id}/chat", json={"message": "hello"})
+        answered[thread_id] = (resp.status_code, time.monotonic() - t0)
+
+    t0 = time.monotonic()
+    busy = asyncio.create_task(hog(1.5))
+    async with app.http(timeout=30) as http:
+        await asyncio.gather(*(chat(http, thread["id"]) for thread in threads))
+    await busy
+    statuses = sorted(status for status, _ in answered.values())
+    assert statuses == [200, 200, 503]
+    (refused_after,) = [after for status, after in answered.values() if status == 503]
+    assert refused_after < 1.5  # while the two before it were still in line, not after its own turn
+    assert len(app.rows("SELECT id FROM messages WHERE role = 'user'")) == 2
