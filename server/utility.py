@@ -117,7 +117,9 @@ class Utility:
         if title:
             await self.db.set_title(thread_id, title, "model", unless=("user",))
         else:
-            log.info("thread %s: the model's title %r looked like junk; the plain title stays", thread_id, reply)
+            # its length only: the reply is model output about the conversation, which stays out of the log
+            log.info("thread %s: the model's title (%d characters) looked like junk; the plain title stays",
+                     thread_id, len(reply))
 
     async def generate_suggestions(self, pin: dict[str, Any]) -> None:
         reply = await self.ask(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import httpx
@@ -56,14 +57,18 @@ async def test_a_failing_utility_call_leaves_chat_working_and_the_plain_title(ap
     assert text == "still fine"
 
 
-async def test_junk_titles_are_refused(app, fake):
+async def test_junk_titles_are_refused_and_not_logged(app, fake, caplog):
     fake.push_utility(Script(tokens=["Sure! Here is a title for you:\n\nThe Tides\n\nI hope it helps. " * 3]))
     fake.push_utility(Script(tokens=["Sure! Here is a title for you:\n\nThe Tides\n\nI hope it helps. " * 3]))
     thread = await app.new_thread()
     fake.push(Script(tokens=["answer"]))
-    await chat_text(app, thread["id"], "What causes tides?")
-    await app.idle()
+    with caplog.at_level(logging.DEBUG, logger="server"):
+        await chat_text(app, thread["id"], "What causes tides?")
+        await app.idle()
     assert (await app.thread(thread["id"]))["title"] == "What causes tides?"
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("server"))
+    assert "looked like junk" in ours  # the refusal is logged, the model's words are not
+    assert "The Tides" not in ours and "hope it helps" not in ours
 
 
 async def timed_chat(app, thread_id: int, message: str) -> list[float]:
