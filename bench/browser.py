@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import sys
-import time
 from pathlib import Path
 
 from . import stacks

@@ -73,8 +73,6 @@ async def create_threads(base: str, n: int) -> list[int]:
 
 
 def litellm_settings(profile: str) -> None:
-    import litellm
-
     if profile in ("app", "lean"):  # what the app sets at start
         from server.provider import configure_litellm
 
@@ -161,7 +159,6 @@ async def main_async(args: argparse.Namespace) -> dict:
 
         profiler = cProfile.Profile()
 
-    loop = asyncio.get_running_loop()
     samples: dict[str, float] = {}
     rss_peak = 0
 
