@@ -2,16 +2,15 @@
 the first message creates the thread, "+ New thread" leaves no empty threads behind, a message goes to the thread
 shown, the URL hash opens what it names, and the layout holds at 1440 px (merge dialog + two pins) and at 390 px.
 
-Screenshots go to /tmp/pc/shots/.
+Screenshots go to test-artifacts/ (tests.browser.helpers.ARTIFACTS), with the other browser tests' ones.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.browser.helpers import (
+    ARTIFACTS,
     MAIN,
     PINS,
     answer_text,
@@ -28,7 +27,6 @@ from tests.browser.helpers import (
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-SHOTS = Path("/tmp/pc/shots")
 DRAFT = "section.panel-main[data-draft=true]"
 FOCUSED_COMPOSER = """(scope) => { const box = document.activeElement;
     return !!box && box.dataset.testid === 'composer' && !box.disabled && !box.readOnly
@@ -41,8 +39,8 @@ NO_SIDEWAYS_SCROLL = """() => ({scroll: document.documentElement.scrollWidth, in
 
 
 async def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SHOTS / f"{name}.png"))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def thread_ids(app_server, token: str | None = None) -> list[int]:
