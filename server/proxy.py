@@ -38,16 +38,26 @@ class ProxyAwareAccessLogger(AccessLogger):
     """Access log lines show the real client, not nginx's loopback address, and no sign-in secret."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        trusted = _trusted_proxies(request)
-        client = client_address(request, trusted)
-        changes: dict = {}
-        if client != request.remote:
-            changes["remote"] = client
-        if "token" in request.query:  # a one-time sign-in secret never reaches the log
-            changes["rel_url"] = request.rel_url.update_query(token="[hidden]")
-        if changes:
-            request = request.clone(**changes)
+        client = client_address(request, _trusted_proxies(request))
+        hide_token = "token" in request.query  # a one-time sign-in secret never reaches the log
+        if client != request.remote or hide_token:
+            request = _LoggedRequest(request, client, hide_token)  # type: ignore[assignment]
         super().log(request, response, time)
+
+
+class _LoggedRequest:
+    """What an access log line reads of a request, with the client's address and the path changed. Not
+    `request.clone()`: aiohttp refuses to clone a request whose body was read, i.e. after every POST, and the
+    logger's exception then dropped the line and the keep-alive connection (502s behind nginx)."""
+
+    def __init__(self, request: web.BaseRequest, remote: str | None, hide_token: bool) -> None:
+        self._request = request
+        self.remote = remote
+        url = request.rel_url.update_query(token="[hidden]") if hide_token else request.rel_url
+        self.path_qs = url.path_qs
+
+    def __getattr__(self, name: str):  # method, version, headers...: the request's own
+        return getattr(self._request, name)
 
 
 class MalformedRequestsInOneLine(logging.Filter):

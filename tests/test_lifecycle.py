@@ -132,3 +132,30 @@ async def test_the_console_log_has_one_line_per_request_and_no_litellm_chatter(t
         assert log.count(f"POST /api/threads/{thread['id']}/chat") == 1, log
         assert ("INFO LiteLLM: \nLiteLLM completion() model= fake-model;" in log) == chatter, log
         assert " - LiteLLM:INFO: " not in log and " - LiteLLM Router:INFO: " not in log  # LiteLLM's own handler
+
+
+async def test_access_lines_of_proxied_posts_show_the_client_and_keep_the_connection(tmp_path, fake, server_args):
+    """Behind nginx (a loopback peer is a trusted proxy) the access line of a request with a body shows the address
+    nginx forwards, and logging it breaks nothing: the next request on the same keep-alive connection is answered
+    (the logger once raised on every POST, dropping its line and the connection: nginx answered 502)."""
+    server = await ServerProcess(*server_args).start()
+    try:
+        forwarded = {"X-Real-IP": "203.0.113.9", "X-Forwarded-For": "203.0.113.9"}
+        limits = httpx.Limits(max_connections=1)  # one connection, kept alive: every request after the first reuses it
+        async with server.http(timeout=10, limits=limits) as http:
+            http.headers.update(forwarded)
+            statuses = [(await http.post("/api/threads?probe=proxied-post", json={})).status_code for _ in range(5)]
+            statuses.append((await http.get("/api/health?probe=proxied-get")).status_code)
+            statuses.append((await http.get("/?token=s3cret-sign-in&probe=proxied-token")).status_code)
+        server.proc.send_signal(signal.SIGTERM)
+        assert await server.wait() == 0
+        log = server.output()
+    finally:
+        server.stop()
+    assert statuses[:6] == [201] * 5 + [200], statuses
+    lines = [line for line in log.splitlines() if "aiohttp.access" in line]
+    for probe, count in (("proxied-post", 5), ("proxied-get", 1), ("proxied-token", 1)):
+        mine = [line for line in lines if f"probe={probe} " in line]
+        assert len(mine) == count and all(" 203.0.113.9 " in line for line in mine), log
+    assert "s3cret-sign-in" not in log and "token=[hidden]" in log
+    assert "Traceback" not in log and "Error handling request" not in log, log
