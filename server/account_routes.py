@@ -61,18 +61,20 @@ async def handle_login(request: web.Request) -> web.Response:
     username, password = body.username, body.password
     accounts = accounts_of(request)
     keys = [f"user:{username.lower()}", f"addr:{client_key(request)}"]
+    attempt = await accounts.reserve_attempt(keys)  # counted before the (slow) check: parallel guesses see it
     for key, limit in zip(keys, (FAILURES_PER_ACCOUNT, FAILURES_PER_ADDRESS)):
         count, oldest = await accounts.failures(key, THROTTLE_WINDOW)
-        if count >= limit:
+        if count > limit:  # this attempt included
+            await accounts.forget_attempt(attempt)  # refused unchecked: not a failure of its own
             wait = THROTTLE_WINDOW - (datetime.fromisoformat(now()) - datetime.fromisoformat(oldest)).total_seconds()
             raise ApiError(429, "too_many_attempts", "Too many failed sign-ins; wait a few minutes and try again.",
                            {"Retry-After": str(max(1, int(wait) + 1))})
     user = await accounts.user_by_name(username)
     stored = await accounts.password_hash(user["id"]) if user else None
     if not await verify_password(stored, password) or user["disabled"]:
-        await accounts.record_failure(keys)
         await accounts.clear_failures("", older_than_seconds=THROTTLE_WINDOW)  # keep the table small
         raise ApiError(401, "invalid_credentials", "Wrong user name or password.")
+    await accounts.forget_attempt(attempt)
     await accounts.clear_failures(keys[0])
     response = web.json_response({"user": user})
     await start_session(request, response, user)

@@ -199,10 +199,18 @@ class AccountStore:
 
     # failed sign-ins (the throttle survives a restart and is shared by every worker)
 
-    async def record_failure(self, keys: list[str]) -> None:
-        stamp = now()
-        await self.conn.executemany("INSERT INTO login_failures (key, at) VALUES (?, ?)", [(k, stamp) for k in keys])
+    async def reserve_attempt(self, keys: list[str]) -> list[int]:
+        """Count a sign-in attempt as a failure of each key before its password is checked, so that guesses sent in
+        parallel count each other; `forget_attempt` takes it back. The rows' ids."""
+        stamp, ids = now(), []
+        for key in keys:
+            ids.append((await self.conn.execute("INSERT INTO login_failures (key, at) VALUES (?, ?)",
+                                                (key, stamp))).lastrowid)
         await self.conn.commit()
+        return ids
+
+    async def forget_attempt(self, ids: list[int]) -> None:
+        await self._write(f"DELETE FROM login_failures WHERE id IN ({','.join('?' * len(ids))})", *ids)
 
     async def failures(self, key: str, window_seconds: float) -> tuple[int, str | None]:
         """How many failures `key` had within the window, and the oldest of them."""

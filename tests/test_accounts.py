@@ -145,6 +145,30 @@ async def test_failed_sign_ins_are_throttled_and_the_throttle_survives_a_restart
         assert resp.status_code == 429
 
 
+async def test_guesses_sent_in_parallel_are_throttled_too(app):
+    """Each attempt is counted before its (slow) password check, so guesses in flight count each other: of 40 sent
+    at once for one account at most 10 are checked (then the rest one by one, up to 10 in all), and of 60 for other
+    names from the same address at most 30 in all."""
+    await add_user(app, "alice")
+    async with browser_like(app) as page:
+        async def guess(name: str) -> int:
+            resp = await page.post("/api/auth/login", json={"username": name, "password": "guess guess"})
+            return resp.status_code
+
+        statuses = await asyncio.gather(*(guess("alice") for _ in range(40)))
+        checked = statuses.count(401)
+        assert set(statuses) <= {401, 429} and checked <= 10 and 429 in statuses, statuses
+        while (status := await guess("alice")) == 401:  # one at a time, up to the limit
+            checked += 1
+        assert status == 429 and checked == 10
+        assert (await page.post("/api/auth/login", json={"username": "alice", "password": PASSWORD})).status_code \
+            == 429
+        statuses = await asyncio.gather(*(guess(f"user{i}") for i in range(60)))
+        assert statuses.count(401) + checked <= 30 and 429 in statuses, statuses
+        failures = await accounts(app).failures("user:alice", 600)
+        assert failures[0] == 10  # refused attempts are not failures of their own
+
+
 async def test_api_tokens_are_shown_once_used_and_revoked(app):
     await add_user(app, "alice")
     await add_user(app, "bob")
