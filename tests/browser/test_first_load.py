@@ -263,6 +263,32 @@ async def _merge_with_two_pins(page) -> tuple[int, int, int]:
     return tid, pin_a, pin_b
 
 
+async def _assert_merge_list_fits(page) -> None:
+    """The merge dialog's thread list stays inside the dialog: a long title (the first one is made long here, as a
+    model's or a user's may be) ends in an ellipsis."""
+    edges = await page.evaluate("""() => {
+        document.querySelector('.merge-pick-title').textContent = 'A rather long thread title '.repeat(6);
+        const dialog = document.querySelector('[data-testid=merge-dialog]').getBoundingClientRect();
+        return {dialog: dialog.right, rows: [...document.querySelectorAll('.merge-picks, .merge-pick')]
+            .map(e => e.getBoundingClientRect().right)};
+    }""")
+    assert edges["rows"] and max(edges["rows"]) <= edges["dialog"], edges
+
+
+# The WCAG contrast ratio of each visible button's text against the first opaque background behind it.
+LOW_CONTRAST_BUTTONS = """(scope) => {
+    const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => [r, g, b].map(v => { v /= 255; return v <= .03928 ? v / 12.92 : ((v + .055) / 1.055) ** 2.4; })
+        .reduce((sum, v, i) => sum + v * [.2126, .7152, .0722][i], 0);
+    const behind = (el) => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
+        if (c.length === 3 || c[3] > 0) return c.slice(0, 3); } return [255, 255, 255]; };
+    return [...document.querySelectorAll(scope + ' button')].filter(b => b.offsetParent !== null).map(b => {
+        const [a, c] = [lum(rgb(getComputedStyle(b).color)), lum(behind(b))];
+        return [b.dataset.testid || b.className, (Math.max(a, c) + .05) / (Math.min(a, c) + .05)];
+    }).filter(([, ratio]) => ratio < 3);
+}"""
+
+
 async def _assert_panels_in_view(page) -> None:
     """Every panel wholly inside the viewport, left of the merge dialog, and not covering another."""
     boxes = await page.evaluate("""() => {
@@ -283,6 +309,7 @@ async def test_1440_merge_dialog_and_two_pins_fit(app_page, browser, app_server)
     tid, pin_a, pin_b = await _merge_with_two_pins(page)
     await assert_no_sideways_scroll(page)
     await _assert_panels_in_view(page)
+    await _assert_merge_list_fits(page)
     await shot(page, "merge-two-pins-1440-light")
     await page.click("[data-testid=merge-close]")
     await assert_no_sideways_scroll(page)
@@ -299,7 +326,18 @@ async def test_1440_merge_dialog_and_two_pins_fit(app_page, browser, app_server)
         await dark.locator("[data-testid=merge-dialog]").wait_for()
         await assert_no_sideways_scroll(dark)
         await _assert_panels_in_view(dark)
+        await _assert_merge_list_fits(dark)
         await shot(dark, "merge-two-pins-1440-dark")
+        assert await dark.evaluate(LOW_CONTRAST_BUTTONS, "body") == []
+        await dark.click("[data-testid=merge-close]")
+        await dark.click("[data-testid=account-open]")
+        await dark.locator("[data-testid=account-panel]").wait_for()
+        await dark.fill("[data-testid=token-name]", "dark check")
+        await dark.click("[data-testid=token-create]")
+        await dark.locator("[data-testid=token-revoke]").first.wait_for()
+        assert await dark.evaluate(LOW_CONTRAST_BUTTONS, "[data-testid=account-panel]") == []
+        await shot(dark, "account-1440-dark")
+        await dark.click("[data-testid=account-panel-close]")
         await dark.click("[data-testid=new-thread]")
         await dark.wait_for_selector(DRAFT)
         await shot(dark, "draft-1440-dark")
