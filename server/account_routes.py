@@ -37,8 +37,14 @@ def require_admin(request: web.Request) -> dict[str, Any]:
     return user
 
 
+def end_credentials(request: web.Request, credentials: set[str], user_id: int | None = None) -> None:
+    """Their streams end and the answers they started stop (saved as interrupted)."""
+    request.app[OPEN_STREAMS].end(credentials=credentials, user_id=user_id)
+    request.app[REGISTRY].stop_started_by(credentials)
+
+
 def end_sessions_and_streams(request: web.Request, ended: list[int], user_id: int | None = None) -> None:
-    request.app[OPEN_STREAMS].end(credentials={f"session:{i}" for i in ended}, user_id=user_id)
+    end_credentials(request, {f"session:{i}" for i in ended}, user_id)
 
 
 async def stop_answers(request: web.Request, user_id: int) -> None:
@@ -132,7 +138,7 @@ async def handle_revoke_token(request: web.Request) -> web.Response:
     token_id = item_id(request)
     if not await accounts_of(request).delete_token(request[USER]["id"], token_id):
         raise ApiError(404, "not_found", "No such token.")
-    request.app[OPEN_STREAMS].end(credentials={f"token:{token_id}"})
+    end_credentials(request, {f"token:{token_id}"})
     return web.Response(status=204)
 
 

@@ -17,7 +17,7 @@ from .account_store import AccountStore
 from .config import Settings, is_loopback
 from .credentials import new_secret, secret_hash
 from .errors import ApiError
-from .keys import DB, OWNER, SETTINGS
+from .keys import DB, OWNER, REGISTRY, SETTINGS
 from .proxy import client_address
 from .schemas import CONTROL_CHARACTER
 
@@ -34,7 +34,8 @@ CREDENTIAL = web.RequestKey("credential", str)  # "session:<id>", "token:<id>", 
 @dataclass
 class OpenStreams:
     """The streaming responses of this process by credential and user, so that ending a session (sign-out,
-    password change, disabled user, revoked token) ends its streams at once."""
+    password change, disabled user, revoked token) ends its streams at once (and, through the Registry, the
+    answers it started: `Generation.started_by`)."""
 
     tasks: dict[asyncio.Task, tuple[str, int]] = field(default_factory=dict)
 
@@ -50,18 +51,30 @@ class OpenStreams:
             if credential != keep and (credential in credentials or owner == user_id):
                 task.cancel()
 
-    async def recheck(self, accounts: AccountStore) -> None:
-        """End the streams whose credential ended outside this process (another worker, `python -m server users
-        disable|passwd|remove`): a session or API token gone, a user disabled or removed."""
-        held = set(self.tasks.values())
-        if not held:
-            return
-        ids = {kind: {int(c.split(":")[1]) for c, _ in held if c.startswith(kind + ":")} for kind in ("session", "token")}
-        sessions, tokens, enabled = await accounts.live_credentials(ids["session"], ids["token"], {u for _, u in held})
-        live = {f"session:{i}" for i in sessions} | {f"token:{i}" for i in tokens} | {"header", "none"}
+    def rekey(self, old: str, new: str) -> None:
+        """The same person's session got a new id (its secret was rotated): its streams go on under the new one."""
         for task, (credential, owner) in list(self.tasks.items()):
-            if credential not in live or owner not in enabled:
+            if credential == old:
+                self.tasks[task] = (new, owner)
+
+    async def recheck(self, accounts: AccountStore, also: set[str] = frozenset()) -> set[str]:
+        """End the streams whose credential ended outside this process (another worker, `python -m server users
+        disable|passwd|remove`): a session or API token gone, a user disabled or removed. Returns the credentials
+        found ended among the streams' and `also` (those that started running answers)."""
+        held = dict(self.tasks)
+        credentials = {credential for credential, _ in held.values()} | set(also)
+        if not credentials:
+            return set()
+        ids = {kind: {int(c.split(":")[1]) for c in credentials if c.startswith(kind + ":")}
+               for kind in ("session", "token")}
+        sessions, tokens, enabled = await accounts.live_credentials(ids["session"], ids["token"],
+                                                                    {owner for _, owner in held.values()})
+        live = {f"session:{i}" for i in sessions} | {f"token:{i}" for i in tokens} | {"header", "none"}
+        for task, (credential, owner) in held.items():
+            unchanged = self.tasks.get(task) == (credential, owner)  # not rekeyed while the rows were read
+            if unchanged and (credential not in live or owner not in enabled):
                 task.cancel()
+        return credentials - live
 
 
 OPEN_STREAMS = web.AppKey("open_streams", OpenStreams)
@@ -123,13 +136,17 @@ def is_https(request: web.Request, settings: Settings) -> bool:
 
 
 async def start_session(request: web.Request, response: web.StreamResponse, user: dict[str, Any]) -> None:
-    """A new session row and cookie (a fresh secret at every sign-in: a planted cookie is never promoted)."""
+    """A new session row and cookie (a fresh secret at every sign-in: a planted cookie is never promoted). The
+    request's own session ends; if it was the same user's, its streams and answers go on under the new one."""
     settings = request.app[SETTINGS]
+    secret = new_secret()
+    session_id = await accounts_of(request).create_session(user["id"], secret_hash(secret))
     old = request.get(CREDENTIAL, "")
     if old.startswith("session:"):
+        if request.get(USER, {}).get("id") == user["id"]:
+            request.app[OPEN_STREAMS].rekey(old, f"session:{session_id}")
+            request.app[REGISTRY].rekey(old, f"session:{session_id}")
         await accounts_of(request).delete_session(int(old.split(":")[1]))
-    secret = new_secret()
-    await accounts_of(request).create_session(user["id"], secret_hash(secret))
     response.set_cookie(SESSION_COOKIE, secret, httponly=True, samesite="Lax", path="/",
                         secure=is_https(request, settings), max_age=int(settings.session_idle_hours * 3600))
 

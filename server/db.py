@@ -88,6 +88,31 @@ MIGRATIONS = [
     ALTER TABLE threads ADD COLUMN user_id INTEGER REFERENCES users(id) ON DELETE CASCADE;
     CREATE INDEX threads_user ON threads(user_id, parent_id);
     """,
+    # Session and token ids are never given again (AUTOINCREMENT): streams are held by "session:<id>" (auth.OpenStreams),
+    # and a new sign-in that took an ended session's id would keep that session's streams alive.
+    """
+    CREATE TABLE sessions_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        token_hash TEXT NOT NULL UNIQUE,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL
+    );
+    INSERT INTO sessions_new SELECT id, token_hash, user_id, created_at, last_seen_at FROM sessions;
+    DROP TABLE sessions;
+    ALTER TABLE sessions_new RENAME TO sessions;
+    CREATE TABLE api_tokens_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT
+    );
+    INSERT INTO api_tokens_new SELECT id, user_id, name, token_hash, created_at, last_used_at FROM api_tokens;
+    DROP TABLE api_tokens;
+    ALTER TABLE api_tokens_new RENAME TO api_tokens;
+    """,
 ]
 
 THREAD_COLUMNS = ("id, user_id, parent_id, title, title_source, anchor_message_id, anchor_start, anchor_end, anchor_text,"

@@ -48,6 +48,7 @@ class Generation:
         self.detach_grace = detach_grace  # seconds it runs on with nobody following; < 0: to the end
         self.saving = saving  # final saves in flight, awaited on shutdown
         self.on_end = on_end
+        self.started_by: str | None = None  # the credential that started it (auth.CREDENTIAL): its end stops it
         self.user_message_id: int | None = None
         self.message_id: int | None = None
         self.events: list[events.Event] = []  # event n has sequence number n + 1
@@ -237,6 +238,20 @@ class Registry:
         for thread_id, generation in running:
             if stops(owners.get(thread_id)):
                 generation.stop("user_disabled")
+
+    def stop_started_by(self, credentials: set[str]) -> None:
+        """A session signed out, a token revoked: the answers they started stop (saved as interrupted)."""
+        for generation in list(self.active.values()):
+            if generation.started_by in credentials:
+                generation.stop("signed_out")
+
+    def rekey(self, old: str, new: str) -> None:
+        for generation in self.active.values():
+            if generation.started_by == old:
+                generation.started_by = new
+
+    def starters(self) -> set[str]:
+        return {g.started_by for g in self.active.values() if g.started_by is not None}
 
     async def shutdown(self) -> None:
         """Stop every generation and wait until each answer is saved."""

@@ -14,7 +14,7 @@ from .errors import ApiError
 from .schemas import (MAX_PIN_DEPTH, Chat, CreateThread, ExportDocument, ExportQuery, FollowQuery, Merge,
                       one_line_title, parse_body, parse_query)
 from .schemas import path_id as parse_id
-from .auth import OPEN_STREAMS, USER
+from .auth import CREDENTIAL, OPEN_STREAMS, USER
 from .keys import DB, PACER, REGISTRY, SETTINGS, TURNS, UTILITY
 from .timestamps import ago
 from .generation import Generation, ThreadBusy
@@ -172,7 +172,8 @@ async def stream_answer(request: web.Request, thread: dict[str, Any],
         generation = await start(request.app[TURNS])
     except ThreadBusy:
         raise ApiError(409, "thread_busy", "This thread is already answering; stop it or wait.") from None
-    request.app[OPEN_STREAMS].track(request)  # ending the session ends this stream
+    generation.started_by = request[CREDENTIAL]  # ending the session stops the answer
+    request.app[OPEN_STREAMS].track(request)  # and ends this stream
     return await stream_generation(request, generation, request.app[SETTINGS].heartbeat)
 
 

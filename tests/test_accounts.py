@@ -4,6 +4,7 @@ single sign-on by a trusted proxy's header, the command line, and `--auth none`.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 
@@ -11,7 +12,9 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from server.credentials import login_link
+from server.db import MIGRATIONS, Database
 from server.keys import DB, REGISTRY
+from server.timestamps import now
 from tests.conftest import PASSWORD, add_user, browser_like, sign_in
 from tests.fake_upstream import Script
 from tests.server_process import ROOT, ServerProcess
@@ -112,6 +115,72 @@ async def test_password_change_ends_the_other_sessions_and_their_streams(app, fa
     assert weak.status_code == 422 and weak.json()["error"]["code"] == "weak_password"
     for client in (here, there):
         await client.aclose()
+
+
+async def test_signing_out_or_revoking_stops_the_answers_started_with_it(make_app, settings, fake):
+    """With the detach grace of a real server (30 s: an answer whose reader left goes on for it), ending a session
+    or a token still stops the answers it started at once, saved as interrupted, also one whose stream the page
+    already left (a reload): not only the response is cut. Another session of the same user keeps its answer."""
+    app = await make_app(settings, detach_grace=30)
+    registry = app.client.server.app[REGISTRY]
+    await add_user(app, "alice")
+    first, second = await sign_in(app, "alice", timeout=30), await sign_in(app, "alice", timeout=30)
+    token = (await first.post("/api/tokens", json={"name": "script"})).json()
+    script = httpx.AsyncClient(base_url=app.base, headers={"Authorization": f"Bearer {token['token']}"}, timeout=30)
+
+    async def answering(client) -> tuple[int, asyncio.Task]:
+        thread_id = (await client.post("/api/threads", json={})).json()["id"]
+        fake.push(Script(tokens=[f"t{i} " for i in range(1500)], delay=0.02))  # 30 s unless something ends it
+        stream = asyncio.create_task(stream_until_ended(client, thread_id))
+        while not ((generation := registry.get(thread_id)) and generation.text):
+            await asyncio.sleep(0.02)
+        return thread_id, stream
+
+    async def stopped(thread_id: int) -> dict:
+        async with asyncio.timeout(3):
+            while registry.get(thread_id):
+                await asyncio.sleep(0.02)
+        return (await app.client.server.app[DB].messages(thread_id))[-1]
+
+    by_script, script_stream = await answering(script)
+    assert (await first.request("DELETE", f"/api/tokens/{token['id']}", json={})).status_code == 204
+    assert (await asyncio.wait_for(script_stream, 3))[-1]["type"] != "done"
+    answer = await stopped(by_script)
+    assert answer["status"] == "interrupted" and answer["content"].startswith("t0 ")
+
+    by_first, first_stream = await answering(first)
+    by_second, second_stream = await answering(second)
+    first_stream.cancel()  # the page reloaded: nobody reads the first answer, which goes on for the grace
+    await asyncio.sleep(0.3)
+    assert registry.get(by_first) is not None
+    assert (await first.post("/api/auth/logout", json={})).status_code == 204
+    answer = await stopped(by_first)
+    assert answer["status"] == "interrupted" and answer["content"].startswith("t0 ")
+    assert registry.get(by_second) is not None and not second_stream.done()  # the other session's answer goes on
+    registry.get(by_second).stop("cancelled")
+    await asyncio.wait_for(second_stream, 3)
+    for client in (first, second, script):
+        await client.aclose()
+
+
+async def test_changing_the_password_keeps_this_sessions_answers(make_app, settings, fake):
+    """The session that changes the password gets a new secret and goes on: so do its streams and answers, also past
+    the re-check of open streams' credentials (which once ended them, the old session row being gone)."""
+    app = await make_app(settings, credential_recheck=0.2, detach_grace=30)
+    await add_user(app, "alice")
+    page = await sign_in(app, "alice", timeout=30)
+    thread_id = (await page.post("/api/threads", json={})).json()["id"]
+    fake.push(Script(tokens=[f"t{i} " for i in range(100)], delay=0.02))
+    stream = asyncio.create_task(stream_until_ended(page, thread_id))
+    while not ((generation := app.client.server.app[REGISTRY].get(thread_id)) and generation.text):
+        await asyncio.sleep(0.02)
+    changed = await page.post("/api/auth/password", json={"current_password": PASSWORD, "new_password": "n3w password!"})
+    assert changed.status_code == 200
+    events = await asyncio.wait_for(stream, 10)
+    assert events[-1]["type"] == "done" and len(events) == 102  # start, 100 tokens, done: never cut
+    assert (await app.client.server.app[DB].messages(thread_id))[-1]["status"] == "complete"
+    assert (await page.get("/api/auth/me")).status_code == 200
+    await page.aclose()
 
 
 async def test_a_disabled_user_is_out_at_once(app):
@@ -260,7 +329,7 @@ async def test_command_line_user_management(tmp_path, make_app, settings):
 async def test_the_command_line_ends_running_streams_and_stops_a_disabled_users_answers(make_app, settings, fake):
     """The CLI is another process (as a second worker would be): the server finds what it changed by re-checking
     its open streams' sessions, tokens and users every `credential_recheck` seconds."""
-    app = await make_app(settings, credential_recheck=0.2)
+    app = await make_app(settings, credential_recheck=0.2, detach_grace=30)  # an answer without a reader goes on
     await add_user(app, "alice")
     page = await sign_in(app, "alice", timeout=30)
     token = (await page.post("/api/tokens", json={"name": "script"})).json()["token"]
@@ -280,8 +349,9 @@ async def test_the_command_line_ends_running_streams_and_stops_a_disabled_users_
     events = await answer_while(page, by_page, "passwd", "alice", "--password-stdin", stdin="another one!\n")
     assert 0 < len(events) < 1500 and events[-1]["type"] != "done"  # the page's stream ended: its session is gone
     assert (await page.get("/api/auth/me")).status_code == 401
-    while app.client.server.app[REGISTRY].get(by_page):  # no reader and no grace (detach_grace 0): it stops
-        await asyncio.sleep(0.05)
+    async with asyncio.timeout(3):  # the answer its session started stops too (not after the 30 s grace)
+        while app.client.server.app[REGISTRY].get(by_page):
+            await asyncio.sleep(0.05)
 
     events = await answer_while(script, by_script, "disable", "alice")
     assert 0 < len(events) < 1500 and events[-1]["type"] != "done"  # the token's user is disabled
@@ -324,3 +394,31 @@ async def test_start_prints_a_sign_in_url_to_the_console_and_refuses_an_open_ser
     refused = run_cli("--host", "0.0.0.0", "--auth", "none", "--db", str(tmp_path / "y.db"))
     assert refused.returncode != 0
     assert refused.stderr.strip().count("\n") == 0 and "--auth none" in refused.stderr
+
+
+async def test_session_and_token_ids_are_never_given_again(tmp_path):
+    """Streams are held by a session's or token's id, so a new sign-in must not get the id of one that ended (the
+    newest row deleted, the next insert took its id: its streams outlived it). A file made before the change keeps
+    its sessions and tokens."""
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)  # the schema as it was before (version 3)
+    for number, script in enumerate(MIGRATIONS[:3], start=1):
+        old.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+    stamp = now()
+    old.execute("INSERT INTO users (id, username, created_at) VALUES (1, 'alice', ?)", (stamp,))
+    old.execute("INSERT INTO sessions VALUES (1, 'h1', 1, ?, ?)", (stamp, stamp))
+    old.execute("INSERT INTO api_tokens VALUES (1, 1, 'script', 't1', ?, NULL)", (stamp,))
+    old.commit()
+    old.close()
+    db = await Database.open(path)
+    try:
+        accounts = db.accounts
+        assert (await accounts.session("h1", 3600))[0] == 1 and (await accounts.token_user("t1"))[0] == 1
+        newest = await accounts.create_session(1, "h2")
+        await accounts.delete_session(newest)
+        assert await accounts.create_session(1, "h3") > newest
+        token = (await accounts.create_token(1, "another", "t2"))["id"]
+        assert await accounts.delete_token(1, token)
+        assert (await accounts.create_token(1, "third", "t3"))["id"] > token
+    finally:
+        await db.close()
