@@ -113,6 +113,10 @@ MIGRATIONS = [
     DROP TABLE api_tokens;
     ALTER TABLE api_tokens_new RENAME TO api_tokens;
     """,
+    # Imported messages were not answered here: the per-minute limit of answers begun leaves them out.
+    """
+    ALTER TABLE messages ADD COLUMN imported INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 THREAD_COLUMNS = ("id, user_id, parent_id, title, title_source, anchor_message_id, anchor_start, anchor_end, anchor_text,"
@@ -187,11 +191,12 @@ class Database:
         return cur.lastrowid
 
     async def insert_message(self, thread_id: int, message: dict[str, Any]) -> int:
+        """A message of an imported conversation (never one answered here, which begin_turn writes)."""
         stamp = now()
         status = "interrupted" if message.get("status") == "streaming" else message.get("status", "complete")
         cur = await self.conn.execute(
             "INSERT INTO messages (thread_id, role, content, status, kind, model, usage, finish_reason,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, updated_at, imported) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
             (thread_id, message["role"], message["content"], status, message.get("kind") or "chat",
              message.get("model"), json.dumps(message["usage"]) if message.get("usage") else None,
              message.get("finish_reason"), stamp, stamp))
@@ -240,8 +245,8 @@ class Database:
         the table, so every worker process sees the same numbers)."""
         row = await self._one(
             "SELECT count(*) FILTER (WHERE m.status = 'streaming') AS live, count(*) FILTER (WHERE m.created_at > ?)"
-            " AS recent FROM messages m JOIN threads t ON t.id = m.thread_id"
-            " WHERE t.user_id = ? AND m.role = 'assistant' AND (m.status = 'streaming' OR m.created_at > ?)",
+            " AS recent FROM messages m JOIN threads t ON t.id = m.thread_id WHERE t.user_id = ?"
+            " AND m.role = 'assistant' AND NOT m.imported AND (m.status = 'streaming' OR m.created_at > ?)",
             since, user_id, since)
         return row["live"], row["recent"]
 

@@ -153,3 +153,17 @@ async def test_a_chain_at_the_pin_cap_exports_and_imports_back_and_one_more_leve
     deepest["pins"].append({"id": None, "title": None, "summary": None, "messages": [], "pins": [],
                             "anchor": {"message_id": answer["id"], "start": 0, "end": 5, "text": answer["content"][:5]}})
     await assert_refused(app, exported, "invalid_pin", f"pins nest at most {MAX_PIN_DEPTH} levels")
+
+
+async def test_imported_answers_do_not_count_against_the_chats_per_minute(make_app, settings, fake):
+    """The per-minute limit counts answers begun here: importing conversations (a whole export, many answers at
+    once) leaves the user free to chat."""
+    app = await make_app(settings, chats_per_minute=2)
+    document = await exported_pin_tree(app, fake)  # one answer begun: one of the two a minute
+    for _ in range(3):
+        assert (await app.post("/api/import", document)).status == 201
+    thread = await app.new_thread()
+    fake.push(Script(tokens=["still ", "free"]))
+    assert (await app.chat(thread["id"], "and now?"))[-1]["type"] == "done"
+    resp = await app.post(f"/api/threads/{thread['id']}/chat", {"message": "one too many"})
+    assert resp.status == 429 and (await resp.json())["error"]["code"] == "rate_limited"  # the limit still holds
