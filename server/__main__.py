@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import sys
@@ -93,8 +94,9 @@ def main(argv: list[str] | None = None) -> None:
         web.run_app(app, host=settings.host, port=settings.port, handler_cancellation=True, print=announce,
                     access_log_class=ProxyAwareAccessLogger, shutdown_timeout=10, loop=loop)
     except OSError as exc:  # e.g. the port is taken: say so plainly, no traceback
-        sys.exit(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc} "
-                 "(choose another with --port or PINCHAT_PORT)")
+        hint = ("choose another with --port or PINCHAT_PORT" if exc.errno in (errno.EADDRINUSE, errno.EACCES)
+                else "check --host or PINCHAT_HOST: an address of this machine, e.g. 127.0.0.1")
+        sys.exit(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc} ({hint})")
 
 
 if __name__ == "__main__":

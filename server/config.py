@@ -9,6 +9,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,9 +108,32 @@ _OPTIONS = [
 ]
 
 
+# Each numeric flag's allowed range (lowest, highest; None: no bound), refused with its flag's name otherwise.
+_RANGES = {
+    "port": (0, 65535), "heartbeat": (0, None), "flush_interval": (0.01, None), "pool_size": (1, None),
+    "context_budget": (0, None), "answer_reserve": (0, None), "parent_share": (0, 1), "ancestors_share": (0, 1),
+    "session_idle_hours": (0.01, None), "credential_recheck": (0.01, None), "max_streams_per_user": (1, None),
+    "chats_per_minute": (1, None), "max_generations": (1, None),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line: argparse's default prints the whole usage before it
+        self.exit(2, f"error: {message} (see python -m server --help)\n")
+
+
+def _out_of_range(name: str, value: float) -> str | None:
+    if name == "detach_grace":
+        return None if value >= 0 or value == -1 else "0 or more seconds, or -1 to always finish"
+    low, high = _RANGES.get(name, (None, None))
+    if (low is not None and value < low) or (high is not None and value > high):
+        return f"{low} to {high}" if high is not None else f"{low} or more"
+    return None
+
+
 def parse_args(argv: list[str] | None = None) -> Settings:
     defaults = Settings()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m server",
         description="pinchat: a self-hosted streaming LLM chat with pinned sub-threads.",
         epilog="Every flag can also be set by the environment variable shown; a flag wins over the variable.",
@@ -130,6 +154,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                 values[name] = kind(values[name])
             except ValueError:
                 parser.error(f"--{name.replace('_', '-')}: invalid value {values[name]!r}")
+    for name, _env, kind, _help in _OPTIONS:
+        if kind in (int, float) and (allowed := _out_of_range(name, values[name])):
+            parser.error(f"--{name.replace('_', '-')}: {values[name]:g} is out of range: {allowed}")
     for name in ("trusted_proxies", "allowed_hosts"):
         values[name] = tuple(p.strip() for p in values[name].split(",") if p.strip())
     if values["loop"] not in ("auto", "asyncio"):
@@ -142,4 +169,6 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                      "on 127.0.0.1, or name the authenticating proxy with --trusted-proxies, or use --auth password")
     if values["models"] is not None and not Path(values["models"]).is_file():
         parser.error(f"--models: no such file: {values['models']}")
+    if Path(values["db"]).is_dir():
+        parser.error(f"--db: {values['db']} is a directory; name the database file in it, e.g. {values['db']}/pinchat.db")
     return Settings(**values)

@@ -53,8 +53,12 @@ def load_model_config(path: Path) -> dict[str, Any]:
     """Read a LiteLLM proxy-style config: `model_list` plus optional `router_settings` (e.g. fallbacks)."""
     try:
         config = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:
         raise ModelConfigError(f"cannot read {path}: {exc}") from exc
+    except yaml.YAMLError as exc:  # one line with the place, not PyYAML's several naming "<unicode string>"
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ModelConfigError(f"{path} is not valid YAML: {getattr(exc, 'problem', None) or exc}{where}") from exc
     model_list = config.get("model_list") if isinstance(config, dict) else None
     if not isinstance(model_list, list) or not any(
         isinstance(m, dict) and m.get("model_name") == CHAT for m in model_list

@@ -41,8 +41,9 @@ def test_example_as_shipped_is_refused_with_a_clear_message():
 def test_broken_yaml_is_refused(tmp_path):
     bad = tmp_path / "m.yaml"
     bad.write_text("model_list: [unclosed")
-    with pytest.raises(ModelConfigError, match="cannot read"):
+    with pytest.raises(ModelConfigError, match="m.yaml is not valid YAML: .* at line 1, column 22") as refused:
         load_model_config(bad)
+    assert "\n" not in str(refused.value)  # one line
 
 
 def test_flags_and_environment(monkeypatch, tmp_path):
@@ -53,6 +54,29 @@ def test_flags_and_environment(monkeypatch, tmp_path):
     assert parse_args(["--port", "7000"]).port == 7000  # a flag wins over the environment
     with pytest.raises(SystemExit):
         parse_args(["--models", str(tmp_path / "missing.yaml")])
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--port", "70000"], "--port: 70000 is out of range: 0 to 65535"),
+    (["--detach-grace", "-5"], "--detach-grace: -5 is out of range"),
+    (["--parent-share", "3"], "--parent-share: 3 is out of range: 0 to 1"),
+    (["--max-generations", "0"], "--max-generations: 0 is out of range: 1 or more"),
+    (["--db", "/tmp"], "--db: /tmp is a directory"),
+    (["--loop", "fast"], "--loop: choose auto or asyncio"),
+])
+def test_a_bad_flag_is_one_clear_line(flags, says, capsys):
+    """A value the server cannot use is refused before it starts, in one line naming the flag (not a traceback
+    later, not a port wrapped round to another one, not argparse's whole usage first)."""
+    with pytest.raises(SystemExit) as refused:
+        parse_args(flags)
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1, err
+
+
+def test_minus_one_detach_grace_and_port_zero_are_allowed():
+    settings = parse_args(["--detach-grace", "-1", "--port", "0"])
+    assert (settings.detach_grace, settings.port) == (-1, 0)
 
 
 def test_importing_the_server_package_keeps_litellm_offline():

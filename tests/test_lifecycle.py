@@ -111,6 +111,16 @@ async def test_a_taken_port_is_a_clear_startup_error(tmp_path, server_args):
         first.stop()
 
 
+async def test_an_address_not_of_this_machine_is_a_clear_startup_error(tmp_path, server_args):
+    """192.0.2.1 (TEST-NET-1) is never an address of this machine: the error says to check --host, not the port."""
+    refused = subprocess.run(
+        [sys.executable, "-m", "server", "--host", "192.0.2.1", "--db", str(tmp_path / "other.db"),
+         "--models", server_args[3]], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "cannot listen on 192.0.2.1" in refused.stderr and "check --host" in refused.stderr, refused.stderr
+    assert "--port" not in refused.stderr and "Traceback" not in refused.stdout + refused.stderr
+
+
 async def test_the_console_log_has_one_line_per_request_and_no_litellm_chatter(tmp_path, fake, server_args):
     """LiteLLM's per-request INFO lines (each printed twice, by its handler and ours) are kept out of the log;
     LITELLM_LOG brings them back, once each, in our format."""
