@@ -11,6 +11,10 @@ setup:
 run *ARGS: setup
     {{py}} -m server {{ARGS}}
 
+# Manage accounts from a shell: `just users add NAME [--admin]`, `list`, `login-url`, ... (`just users --help`).
+users *ARGS: setup
+    {{py}} -m server users {{ARGS}}
+
 # Run every test: server, frontend modules, browser, nginx.
 test *ARGS: setup
     {{py}} -m pytest {{ARGS}}

@@ -25,7 +25,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     # --db is accepted before or after the command (`users --db F list` and `users list --db F`).
     db_option = argparse.ArgumentParser(add_help=False)
     db_option.add_argument("--db", type=Path, default=argparse.SUPPRESS,
-                           help="SQLite database file [env PINCHAT_DB; default: data/pinchat.db]")
+                           help=f"SQLite database file [env PINCHAT_DB; default: {Settings.db}]")
     parser = argparse.ArgumentParser(prog="python -m server users", description="Manage pinchat accounts.",
                                      parents=[db_option])
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -46,7 +46,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     link = command("login-url", "print a one-time sign-in URL (default user: the owner)")
     link.add_argument("name", nargs="?")
-    link.add_argument("--base-url", default=f"http://localhost:{os.environ.get('PINCHAT_PORT', Settings.port)}/")
+    link.add_argument("--base-url", default=f"http://localhost:{os.environ.get('PINCHAT_PORT', Settings.port)}/",
+                      help="the address your browser opens the server at [default: %(default)s]")
     token = command("token", "create a personal API token for a user and print it")
     token.add_argument("name")
     token.add_argument("--label", default="command line", help="the token's name in the user's token list")

@@ -18,8 +18,8 @@ def test_expired_link_is_recognised_from_the_hash():
     assert not accounts.signin_expired("")
     assert not accounts.signin_expired("#t=3&p=4")
     for text in (accounts.expired_note("https://chat.example.org:8443"), accounts.signin_hint("http://[::1]:81/")):
-        assert "python -m server users login-url --base-url " in text
-    assert "`python -m server users login-url --base-url https://chat.example.org:8443/`" in accounts.expired_note(
+        assert "just users login-url --base-url " in text
+    assert "`just users login-url --base-url https://chat.example.org:8443/`" in accounts.expired_note(
         "https://chat.example.org:8443")
     assert accounts.login_url_command("http://[::1]:81/").endswith("--base-url http://[::1]:81/")
 

@@ -71,7 +71,7 @@ async def test_the_printed_link_signs_in_once_and_leaves_the_address_bar(browser
         note = second.locator("[data-testid=signin-note]")
         assert await note.is_visible()
         # the command to run names this page's own address, so the link it prints opens here (not localhost:8080)
-        command = f"python -m server users login-url --base-url {app_server.url}/"
+        command = f"just users login-url --base-url {app_server.url}/"
         assert command in await note.inner_text()
         assert command in await second.inner_text("[data-testid=signin-hint]")
         await second.screenshot(path=str(ARTIFACTS / "signin-link-expired.png"))

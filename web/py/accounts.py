@@ -10,7 +10,7 @@ __all__ = ["MIN_PASSWORD", "LOGIN_URL_COMMAND", "login_url_command", "expired_no
            "code_spans"]
 
 MIN_PASSWORD = 8  # the server's rule (422 weak_password below it)
-LOGIN_URL_COMMAND = "python -m server users login-url"
+LOGIN_URL_COMMAND = "just users login-url"
 
 
 def login_url_command(origin: str) -> str:
