@@ -7,7 +7,7 @@ What a request gets, in order of precedence:
 1. the next `Script` pushed with `push()` (in-process tests);
 2. directives in the last user message, e.g. `[[tokens=40 delay_ms=50 prefix=A]]` (tests driving the app from
    another process: browser, nginx, benchmarks). Keys: tokens, prefix, delay_ms, first_delay_ms, status,
-   fail_after, hang_after, text (urlsafe base64 of a literal reply, streamed in pieces of `chunk` characters);
+   fail_after, hang_after, finish (the finish reason, e.g. length), text (urlsafe base64 of a literal reply, streamed in pieces of `chunk` characters);
 3. a short default reply.
 
 Requests for a model whose name contains "utility" (the app's background group: titles, summaries, starter
@@ -66,6 +66,7 @@ class Script:
             status=int(opts.get("status", 200)),
             fail_after=int(opts["fail_after"]) if "fail_after" in opts else None,
             hang_after=int(opts["hang_after"]) if "hang_after" in opts else None,
+            finish_reason=opts.get("finish", "stop"),
         )
 
 

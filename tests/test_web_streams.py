@@ -36,8 +36,8 @@ def token(text):
     return frame({"type": "token", "text": text})
 
 
-def done(mid=11):
-    return frame({"type": "done", "message_id": mid, "finish_reason": "stop", "usage": {"completion_tokens": 3}})
+def done(mid=11, finish_reason="stop"):
+    return frame({"type": "done", "message_id": mid, "finish_reason": finish_reason, "usage": {"completion_tokens": 3}})
 
 
 class FakeRequest:
@@ -190,6 +190,20 @@ async def test_tokens_stream_in_as_chunks_arrive(env):
     request.push(token("two"), done(), END)
     await settle()
     assert last(store, 1).text == "one two" and not store.thread(1).streaming
+
+
+async def test_an_answer_cut_at_the_token_limit_says_so(env):
+    """finish_reason "length": the answer is complete as a stream but not as an answer (the page marks it)."""
+    store, transport, s, _, _ = env
+    s.start(1, "hi")
+    transport.requests[0].push(start() + token("and so the") + done(finish_reason="length"), END)
+    await settle()
+    answer = last(store, 1)
+    assert (answer.status, answer.finish_reason, answer.cut_off) == ("complete", "length", True)
+    s.start(1, "again")
+    transport.requests[1].push(start(12, 13) + token("whole.") + done(13), END)
+    await settle()
+    assert (last(store, 1).finish_reason, last(store, 1).cut_off) == ("stop", False)
 
 
 async def test_an_error_after_the_start_keeps_the_text(env):
@@ -467,7 +481,8 @@ async def test_204_on_reconnect_shows_the_saved_answer(env, fast, status, text):
     s.start(1, "hi")
     transport.requests[0].push(ev({"type": "start", "message_id": 11}, 1), tok("a ", 2), unreachable("reset"))
     await settle()
-    transport.saved[1] = [{"id": 11, "role": "assistant", "status": status, "content": text}]
+    transport.saved[1] = [{"id": 11, "role": "assistant", "status": status, "content": text,
+                           "finish_reason": "length" if status == "complete" else None}]
     (again,) = transport.follows
     again.status = 204
     again.push(END)
@@ -475,6 +490,7 @@ async def test_204_on_reconnect_shows_the_saved_answer(env, fast, status, text):
     await settle()
     answer = last(store, 1)
     assert (answer.status, answer.text) == (status, text) and ends == [(1, status)] and not s.live
+    assert answer.cut_off == (status == "complete")  # the saved answer's finish reason comes along
 
 
 def _no_content(request):

@@ -13,6 +13,7 @@ from tests.browser.helpers import (
     ARTIFACTS,
     PINS,
     answer_text,
+    answers,
     directive,
     new_thread,
     panel,
@@ -129,6 +130,25 @@ async def test_stop_keeps_the_partial_answer_marked_interrupted(app_page, app_se
     await send(page, tid, "Next " + directive("N", 3))
     await wait_answer(page, tid, "complete")
     assert await answer_text(page, tid) == tokens("N", 3)
+
+
+async def test_an_answer_cut_at_the_token_limit_is_marked(app_page):
+    """An answer that stopped at the model's token limit (finish reason "length") ends mid-sentence: its badge
+    says it was cut off, while it streams in and after a reload; a whole answer has no badge."""
+    page = app_page
+    tid = await new_thread(page)
+    await send(page, tid, "Long " + directive("C", 8, finish="length"))
+    answer = await wait_answer(page, tid, "complete")
+    assert await answer.locator(".msg-badge").inner_text() == "cut off: length limit"
+    await send(page, tid, "Short " + directive("W", 3))
+    whole = await wait_answer(page, tid, "complete")
+    assert await whole.locator(".msg-badge").is_hidden()
+    await page.reload()
+    await wait_ready(page)
+    await wait_answer(page, tid, "complete", index=1)
+    first = await wait_answer(page, tid, "complete", index=0)
+    assert await first.locator(".msg-badge").inner_text() == "cut off: length limit"
+    assert await answers(page, tid).nth(1).locator(".msg-badge").is_hidden()
 
 
 async def test_escape_stops_only_its_own_thread(app_page, app_server):

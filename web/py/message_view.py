@@ -25,6 +25,7 @@ __all__ = ["MessageView", "role_label", "render_as_markdown", "STATUS_LABELS"]
 _plain_answers: weakref.WeakSet = weakref.WeakSet()  # answers shown as plain text while the renderer loads
 
 STATUS_LABELS = {"streaming": "streaming…", "interrupted": "interrupted", "error": "error"}
+CUT_OFF_LABEL = "cut off: length limit"
 
 
 def role_label(message: Message) -> str:
@@ -61,7 +62,7 @@ class MessageView:
         self.parts_shown = 0  # how many parts of the streaming buffer are in text_node
         self.chars_shown = 0  # code points shown in text_node
         self.anchors_sig: tuple | None = None
-        self.status = None
+        self.badge_state = None
         self.id = None
         self.error_shown = None
 
@@ -79,12 +80,14 @@ class MessageView:
                 self.node.removeAttribute("data-message-id")
             else:
                 self.node.dataset.messageId = str(message.id)
-        if message.status != self.status:
-            self.status = message.status
+        if (message.status, message.cut_off) != self.badge_state:
+            self.badge_state = (message.status, message.cut_off)
             self.node.dataset.status = message.status
             label = STATUS_LABELS.get(message.status)
             if message.role == "user" and message.status == "error":
                 label = "not sent"
+            elif message.cut_off:  # else it reads as a whole answer that ends mid-sentence
+                label = CUT_OFF_LABEL
             self.badge.textContent = label or ""
             self.badge.hidden = not label
         if message.parts is not None:

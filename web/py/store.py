@@ -48,6 +48,7 @@ class Message:
     usage: dict | None = None
     created_at: str | None = None
     error: dict | None = None  # {"code", "message"} when this message failed
+    finish_reason: str | None = None  # the model's: "length" means the answer was cut at the token limit
     parts: list[str] | None = None  # the streaming buffer while this message streams
     kind: str = "chat"  # "chat" | "merge" (a merged write-up of `merged_ids`)
     merged_ids: list[int] | None = None
@@ -67,9 +68,15 @@ class Message:
             model=data.get("model"),
             usage=data.get("usage"),
             created_at=data.get("created_at"),
+            finish_reason=data.get("finish_reason"),
             kind=data.get("kind") or "chat",
             merged_ids=list(data.get("merged_ids") or []) or None,
         )
+
+    @property
+    def cut_off(self) -> bool:
+        """A complete answer that stopped at the model's token limit, not where the model meant to end."""
+        return self.status == "complete" and self.finish_reason == "length"
 
     @property
     def text(self) -> str:
@@ -331,7 +338,8 @@ class Store:
         self._notify(thread_id, "tokens")
 
     def finish(self, thread_id: int, status: str = "complete", *, message_id: int | None = None,
-               usage: dict | None = None, error: dict | None = None, text: str | None = None) -> None:
+               usage: dict | None = None, error: dict | None = None, text: str | None = None,
+               finish_reason: str | None = None) -> None:
         """The stream ended: `status` is "complete", "interrupted" or "error". The partial answer is kept, or
         replaced by `text` (the server's saved version, which may hold tokens that were still in flight)."""
         if status not in FINAL_STATUSES:
@@ -346,6 +354,7 @@ class Store:
                 answer.id = message_id
             if usage is not None:
                 answer.usage = usage
+            answer.finish_reason = finish_reason
             if error is not None:
                 answer.error = error
         state.streaming = False

@@ -215,7 +215,7 @@ class Streams:
         router.outcome = saved.status if saved.status in ("complete", "interrupted") else "error"
         self.store.finish(key, router.outcome, text=saved.content, usage=saved.usage,
                           error=(saved.error or {"code": "error", "message": "The answer failed."})
-                          if router.outcome == "error" else None)
+                          if router.outcome == "error" else None, finish_reason=saved.finish_reason)
 
     async def _run(self, key, stream: Link, router: _Router) -> None:
         """Stream one answer into the store under `key` (a thread id, or a merge key), reconnecting on breaks."""
@@ -326,7 +326,8 @@ class _Router:
                 store.on_start(key, payload.get("user_message_id"), payload.get("message_id"))
             elif kind == contract.DONE:
                 self.outcome = "complete"
-                store.finish(key, "complete", message_id=payload.get("message_id"), usage=payload.get("usage"))
+                store.finish(key, "complete", message_id=payload.get("message_id"), usage=payload.get("usage"),
+                             finish_reason=payload.get("finish_reason"))
             elif kind == contract.INTERRUPTED:
                 self.outcome = "interrupted"
                 store.finish(key, "interrupted", message_id=payload.get("message_id"))
