@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -22,6 +23,7 @@ from . import events, provider
 from .db import Database
 
 log = logging.getLogger(__name__)
+EVENT_ID = re.compile(r"([0-9]{1,18})\.([0-9]{1,18})")  # `<message id>.<n>`, as Generation.event_id writes it
 
 
 # Opens a stream of deltas; leaving its block closes the upstream (see provider.chat_stream).
@@ -74,11 +76,12 @@ class Generation:
         none: from the start). Raises ValueError for an id that is not of that form."""
         if not last_event_id:
             return 0
-        message_id, _, seq = last_event_id.partition(".")
-        message_id, seq = int(message_id), int(seq)  # ValueError for anything else
-        if message_id != self.message_id or seq < 0:
+        match = EVENT_ID.fullmatch(last_event_id)
+        if match is None:  # int() alone would take "+1", "1_0" or "-1"
+            raise ValueError(f"not an event id: {last_event_id!r}")
+        if int(match[1]) != self.message_id:
             return 0
-        return min(seq, len(self.events))
+        return min(int(match[2]), len(self.events))
 
     def emit(self, event: events.Event) -> None:
         self.events.append(event)

@@ -266,9 +266,15 @@ class ExportDocument(ExportPart):
         # Message ids unique in the whole document, not only per thread: an anchor names its message by id, and
         # the import maps old ids to new ones in one table.
         seen_ids: set[int] = set()
+        thread_ids: set[int] = set()  # a merge names its threads by id: one id, one thread
         stack = [(self.thread, "thread", 0)]
         while stack:
             thread, where, depth = stack.pop()
+            if thread.id is not None:
+                if thread.id in thread_ids:
+                    raise PydanticCustomError("duplicate_id", f"`{where}.id` {thread.id} is used twice; thread ids "
+                                                              "are unique in an export.")
+                thread_ids.add(thread.id)
             if depth > MAX_PIN_DEPTH:
                 raise PydanticCustomError("invalid_pin", f"`{where}` is a pin {depth} levels deep; pins nest at most "
                                                          f"{MAX_PIN_DEPTH} levels.")

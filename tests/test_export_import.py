@@ -87,6 +87,13 @@ async def test_import_refuses_duplicate_message_ids(app, fake):
     await assert_refused(app, {**document, "thread": in_another_thread}, "invalid_export", "is used twice")
 
 
+async def test_import_refuses_duplicate_thread_ids(app, fake):
+    """A merge names the threads it merged by id: two threads with one id would make it name the wrong one."""
+    document = await exported_pin_tree(app, fake)
+    document["thread"]["pins"][0]["id"] = document["thread"]["id"]
+    await assert_refused(app, document, "invalid_export", "thread ids are unique")
+
+
 @pytest.mark.parametrize("title,stored", [("Line one\nLine two", "Line one Line two"), ("tab\there", "tab here"),
                                           ("bell\x07", "bell"), ("x" * 201, "x" * 200)])
 async def test_import_makes_a_title_one_line_as_post_threads_keeps_them(app, fake, title, stored):
