@@ -238,8 +238,13 @@ async def handle_export(request: web.Request) -> web.Response:
     return web.Response(text=export.to_markdown(tree), content_type="text/markdown", headers=headers)
 
 
+# An export grows with the conversation (a few KB per answer); every other body stays under --max-body-bytes.
+IMPORT_MAX_BYTES = 32 * 1024 * 1024
+
+
 @routes.post("/api/import")
 async def handle_import(request: web.Request) -> web.Response:
+    request = request.clone(client_max_size=IMPORT_MAX_BYTES)
     document = await parse_body(request, ExportDocument)  # 422 invalid_export, invalid_anchor, invalid_pin
     root_id = await export.import_tree(request.app[DB], user_id(request), document.model_dump())
     thread = await request.app[DB].get_thread(root_id)

@@ -174,3 +174,22 @@ async def test_imported_answers_do_not_count_against_the_chats_per_minute(make_a
     assert (await app.chat(thread["id"], "and now?"))[-1]["type"] == "done"
     resp = await app.post(f"/api/threads/{thread['id']}/chat", {"message": "one too many"})
     assert resp.status == 429 and (await resp.json())["error"]["code"] == "rate_limited"  # the limit still holds
+
+
+async def test_an_export_over_the_usual_body_limit_imports_back(app, fake):
+    """Exports grow with the conversation: one of ~1.5 MB (over the 1 MiB of every other body) imports back whole,
+    while a chat body of that size is still refused."""
+    document = await exported_pin_tree(app, fake)
+    long_answer = "word " * 60_000  # 300 KB each
+    root = document["thread"]
+    next_id = 1 + max(m["id"] for m in root["messages"] + root["pins"][0]["messages"])
+    for i in range(5):
+        root["messages"] += [{**root["messages"][0], "id": next_id + 2 * i, "content": f"question {i}"},
+                             {**root["messages"][1], "id": next_id + 2 * i + 1, "content": long_answer}]
+    resp = await app.post("/api/import", document)
+    assert resp.status == 201, await resp.text()
+    imported = (await (await app.client.get(f"/api/threads/{(await resp.json())['id']}")).json())["messages"]
+    assert len(imported) == 12 and imported[-1]["content"] == long_answer
+    thread = await app.new_thread()
+    too_big = await app.post(f"/api/threads/{thread['id']}/chat", {"message": long_answer * 4})
+    assert too_big.status == 413 and (await too_big.json())["error"]["code"] == "request_too_large"
