@@ -62,3 +62,12 @@ async def test_stop_delete_close_pin_and_merge_keep_the_focus(app_page, app_serv
     await delete.wait_for(state="detached")
     async with app_server.client() as http:
         assert (await http.get(f"/api/threads/{other}")).status_code == 404
+
+    # The account and users panels: opened with Enter, closed with Esc, the focus back on the button that opened it
+    for opener, dialog in (("account-open", "account-panel"), ("users-open", "users-panel")):
+        await page.locator(f"[data-testid={opener}]").focus()
+        await page.keyboard.press("Enter")
+        await page.locator(f"[data-testid={dialog}]").wait_for()
+        await page.keyboard.press("Escape")
+        await page.locator(f"[data-testid={dialog}]").wait_for(state="hidden")
+        assert await focused(page) == f"BUTTON#{opener}"

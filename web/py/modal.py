@@ -14,6 +14,7 @@ __all__ = ["Modal", "field", "feedback", "set_feedback", "rich_text"]
 class Modal:
     def __init__(self, parent, title: str, testid: str, on_close) -> None:
         self.on_close = on_close
+        self.opener = None
         self.listeners = Listeners()
         self.node = el("div", "modal-backdrop")
         self.node.hidden = True
@@ -39,10 +40,14 @@ class Modal:
         return not self.node.hidden
 
     def show(self) -> None:
+        self.opener = document.activeElement  # where the focus goes back when it closes (a keyboard user's place)
         self.node.hidden = False
 
     def hide(self) -> None:
         self.node.hidden = True
+        opener, self.opener = self.opener, None
+        if opener is not None and opener.isConnected:
+            opener.focus()
 
     def section(self, title: str, testid: str | None = None):
         node = el("section", "modal-section", data_testid=testid) if testid else el("section", "modal-section")
