@@ -237,7 +237,8 @@ def test_block_html_marks_pins_and_maps_positions_back():
     found, text = html_elements(markup)
     assert text == "Some bold nested text and code here"
     marked = [a for tag, a in found if tag == "mark"]
-    assert marked and all(a == {"class": "pin-anchor", "data-pin-id": "7", "title": "Open this pin"} for a in marked)
+    assert marked and all(a == {"class": "pin-anchor", "data-pin-id": "7", "title": "Open this pin", "tabindex": "0"}
+                          for a in marked)
     # every character position maps back to its source offset, across the formatting
     for i, ch in enumerate(text):
         meta, offset = markdown_html.position(pieces, i, prefer_later=True)

@@ -1,5 +1,6 @@
 """The page with the keyboard only: after an action whose button goes away or is disabled (Stop, deleting a thread,
-closing a pin, starting a merge), the focus lands somewhere that goes on working, never on the page's body."""
+closing a pin, starting a merge, closing a dialog), the focus lands somewhere that goes on working, never on the
+page's body; a pin's passage is reached with Tab and opened with Enter."""
 
 from __future__ import annotations
 
@@ -36,6 +37,13 @@ async def test_stop_delete_close_pin_and_merge_keep_the_focus(app_page, app_serv
     await panel(page, pin_id).wait_for(state="detached")
     assert await focused(page) == "TEXTAREA#composer"
     assert await page.evaluate(f"() => document.activeElement.closest('[data-thread-id]').dataset.threadId") == str(tid)
+    # ... and its passage, reached with the keyboard, opens it again with Enter
+    await panel(page, tid).locator("mark.pin-anchor").first.focus()
+    await page.keyboard.press("Enter")
+    await panel(page, pin_id).wait_for()
+    await panel(page, pin_id).locator("[data-testid=close-pin]").focus()
+    await page.keyboard.press("Enter")
+    await panel(page, pin_id).wait_for(state="detached")
 
     # The merge dialog: started with Enter, the keyboard stays in it (Esc closes it), and closing gives the focus
     # back to the button that opened it

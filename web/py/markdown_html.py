@@ -97,7 +97,7 @@ def _mark_open(covering, extra: str = "") -> str:
     than one pin covers it."""
     pin_id = min(covering, key=lambda p: p[2] - p[1])[0]
     cls = "pin-anchor" + (" pin-overlap" if len({p[0] for p in covering}) > 1 else "") + (f" {extra}" if extra else "")
-    return f'<mark class="{cls}" data-pin-id={_quoted(str(pin_id))} title="Open this pin">'
+    return f'<mark class="{cls}" data-pin-id={_quoted(str(pin_id))} title="Open this pin" tabindex="0">'
 
 
 def _escaped(text: str) -> str:

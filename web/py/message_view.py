@@ -144,7 +144,7 @@ class MessageView:
                 continue  # overlapping or stale anchor: leave it unmarked
             if start > pos:
                 self.body.appendChild(dom.text(content[pos:start]))
-            mark = el("mark", "pin-anchor", content[start:end], data_pin_id=pin_id, title="Open this pin")
+            mark = el("mark", "pin-anchor", content[start:end], data_pin_id=pin_id, title="Open this pin", tabindex="0")
             self.body.appendChild(mark)
             pos = end
         if pos < len(content) or not anchors:

@@ -72,6 +72,7 @@ class ThreadPanel:
         view.actions.unsent.attach(self.listeners, self.input, thread_id)
         self.listeners.add(self.stop, "click", self._on_stop_click)
         self.listeners.add(self.list, "click", self._on_list_click)
+        self.listeners.add(self.list, "keydown", self._on_list_key)  # a focused pin's passage: Enter opens it
         self.listeners.add(self.crumbs, "click", self._on_crumb_click)
         self.listeners.add(self.suggestions, "click", self._on_suggestion_click)
         self.store.subscribe(thread_id, self._on_change)
@@ -119,6 +120,11 @@ class ThreadPanel:
         if mark:
             self.view.hide_preview()
             self.view.actions.open_pin(int(mark.dataset.pinId), self.thread_id)
+
+    def _on_list_key(self, event) -> None:
+        if event.key in ("Enter", " ") and closest(event.target, "mark.pin-anchor"):
+            event.preventDefault()
+            self._on_list_click(event)
 
     def _on_crumb_click(self, event) -> None:
         crumb = closest(event.target, "button.crumb")
