@@ -118,7 +118,7 @@ signin=$("$python" -m server users "${db_args[@]}" login-url --base-url "https:/
 cat <<EOF
 
 pinchat behind nginx:
-  sign in as the owner (one-time URL): ${signin:-python -m server users login-url --base-url https://$host:$https_port/}
+  sign in as the owner (one-time URL): ${signin:-just users login-url --base-url https://$host:$https_port/}
   https://$host:$https_port/   HTTPS + HTTP/2 (self-signed certificate: accept the browser's warning once)
   http://$host:$http_port/    plain HTTP/1.1 (a browser streams at most six threads at once over it)
   the app itself: http://127.0.0.1:$app_port/    nginx logs: $prefix/logs/

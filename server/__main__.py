@@ -26,17 +26,21 @@ def quiet_litellm_logs() -> None:
         logger.setLevel(level if isinstance(level, int) else logging.WARNING)
 
 
-async def sign_in_url(settings, base_url: str) -> str:
-    """The URL to print: with accounts, a fresh one-time sign-in link for the owner."""
+async def sign_in_url(settings, base_url: str) -> tuple[str, str]:
+    """What to print: (how, url). With accounts and an owner without a password, a fresh one-time sign-in link;
+    once the owner has a password, the plain address (a console is often kept in a log: no secret in it then;
+    `just users login-url` still makes a link)."""
     from .credentials import login_link
     from .db import Database
 
     if settings.auth == "none":
-        return base_url
+        return "open", base_url
     db = await Database.open(settings.db)
     try:
         owner = await db.accounts.ensure_owner()
-        return await login_link(db.accounts, owner["id"], base_url)
+        if await db.accounts.password_hash(owner["id"]) is not None:
+            return "sign in with your password at", base_url
+        return "sign in as the owner with", await login_link(db.accounts, owner["id"], base_url)
     finally:
         await db.close()
 
@@ -79,12 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     app.cleanup_ctx.append(heap.schedule(busy=lambda: bool(app[REGISTRY].active)))
     model = f"models from {settings.models}" if settings.models else "the embedded SmolLM2-135M-Instruct model"
     url = f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{settings.port}/"
-    url = asyncio.run(sign_in_url(settings, url))
+    how, url = asyncio.run(sign_in_url(settings, url))
     loop = event_loop(settings.loop)
 
     def announce(_line: str) -> None:
         # The one-time URL goes to this console only (never to the log): whoever can read it can sign in once.
-        how = "sign in as the owner with" if settings.auth != "none" else "open"
         loop_name = type(loop).__module__.split(".")[0]  # uvloop or asyncio
         print(f"pinchat is running with {model} on {loop_name}: {how} {url}  (Ctrl-C stops it)", flush=True)
 
