@@ -86,7 +86,7 @@ async function boot() {
                               expectFile("python_stdlib.zip", null)]);
   const { loadPyodide } = await import(PYODIDE + "pyodide.mjs").catch(
     (e) => fail("Cannot load the Python runtime (pyodide.mjs).", String(e)));
-  step("Starting Python…");
+  step("Loading Python… (the first visit downloads it, about 14 MB; later visits take it from the cache)");
   const pyodide = await Promise.all([loadPyodide({indexURL: PYODIDE, lockFileContents: lock}), checks])
     .then(([py]) => py, (e) => fail("The Python runtime failed to start.", String(e)));
   root.dataset.pyodideMs = String(Math.round(performance.now() - t0));
