@@ -159,6 +159,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
             parser.error(f"--{name.replace('_', '-')}: {values[name]:g} is out of range: {allowed}")
     for name in ("trusted_proxies", "allowed_hosts"):
         values[name] = tuple(p.strip() for p in values[name].split(",") if p.strip())
+    for proxy in values["trusted_proxies"]:
+        try:
+            ipaddress.ip_address(proxy)
+        except ValueError:
+            parser.error(f"--trusted-proxies: {proxy!r} is not an IP address (the proxies' own addresses, "
+                         "comma-separated, e.g. 127.0.0.1,::1)")
     if values["loop"] not in ("auto", "asyncio"):
         parser.error("--loop: choose auto or asyncio")
     if values["auth"] not in ("password", "none"):

@@ -3,6 +3,7 @@ and the log lines that show it."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 from aiohttp import web
@@ -18,11 +19,20 @@ def client_address(request: web.BaseRequest, trusted: tuple[str, ...]) -> str | 
         return peer
     real_ip = request.headers.get("X-Real-IP")
     if real_ip:
-        return real_ip.strip()
+        return _address(real_ip, peer)
     forwarded = request.headers.get("X-Forwarded-For")
     if forwarded:
-        return forwarded.split(",")[-1].strip()  # the hop our trusted proxy appended
+        return _address(forwarded.split(",")[-1], peer)  # the hop our trusted proxy appended
     return peer
+
+
+def _address(value: str, peer: str | None) -> str | None:
+    """An IP address as its canonical text, or the peer's when the header holds anything else (it keys the sign-in
+    throttle and is written to the database and the log)."""
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return peer
 
 
 def _trusted_proxies(request: web.BaseRequest) -> tuple:

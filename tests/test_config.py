@@ -63,6 +63,7 @@ def test_flags_and_environment(monkeypatch, tmp_path):
     (["--max-generations", "0"], "--max-generations: 0 is out of range: 1 or more"),
     (["--db", "/tmp"], "--db: /tmp is a directory"),
     (["--loop", "fast"], "--loop: choose auto or asyncio"),
+    (["--trusted-proxies", "127.0.0.1,not-an-ip"], "--trusted-proxies: 'not-an-ip' is not an IP address"),
 ])
 def test_a_bad_flag_is_one_clear_line(flags, says, capsys):
     """A value the server cannot use is refused before it starts, in one line naming the flag (not a traceback

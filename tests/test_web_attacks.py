@@ -174,3 +174,28 @@ async def test_past_the_admission_limit_a_new_chat_gets_503_and_the_running_one_
             rest = [line async for line in lines]
     assert '"type":"done"' in rest[-1] or any('"done"' in line for line in rest)
     assert len(app.rows("SELECT id FROM messages WHERE thread_id = ?", second["id"])) == 0
+
+
+async def test_a_forwarded_address_that_is_not_an_ip_counts_as_the_peer(app):
+    """X-Real-IP / X-Forwarded-For from a trusted proxy (loopback here) key the sign-in throttle and reach the log
+    and the database: a value that is not an IP address (text, bytes that are not UTF-8) counts as the peer's own
+    address, and is never a 500."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from server.keys import DB
+
+    url = urlsplit(app.base)
+    body = b'{"username": "nobody", "password": "guess guess"}'
+    for header in (b"X-Real-IP: \xff\xfe", b"X-Real-IP: not-an-ip", b"X-Forwarded-For: 203.0.113.9, <script>",
+                   b"X-Real-IP: 203.0.113.9"):
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        writer.write(b"POST /api/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     b"Origin: http://localhost\r\n" + header + b"\r\nConnection: close\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        status = (await reader.read()).split(b"\r\n")[0]
+        writer.close()
+        assert status.endswith(b" 401 Unauthorized"), (header, status)
+    accounts = app.client.server.app[DB].accounts
+    assert (await accounts.failures("addr:127.0.0.1", 600))[0] == 3
+    assert (await accounts.failures("addr:203.0.113.9", 600))[0] == 1
