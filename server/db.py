@@ -13,7 +13,7 @@ import aiosqlite
 
 from .account_store import AccountStore
 from .sql import placeholders
-from .timestamps import now
+from .timestamps import ago, now
 
 # Each entry moves the schema one version up; PRAGMA user_version records how far a file has come.
 MIGRATIONS = [
@@ -113,11 +113,18 @@ MIGRATIONS = [
     DROP TABLE api_tokens;
     ALTER TABLE api_tokens_new RENAME TO api_tokens;
     """,
-    # Imported messages were not answered here: the per-minute limit of answers begun leaves them out.
+    # Where a message came from: 1 for one brought in by POST /api/import (not answered here).
     """
     ALTER TABLE messages ADD COLUMN imported INTEGER NOT NULL DEFAULT 0;
     """,
+    # The answers each user began, for the per-minute limit: kept apart from the messages, which deleting a thread
+    # takes away (a script could delete and chat again without limit).
+    """
+    CREATE TABLE answer_starts (user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE, at TEXT NOT NULL);
+    CREATE INDEX answer_starts_user ON answer_starts(user_id, at);
+    """,
 ]
+ANSWER_STARTS_KEPT = 3600  # seconds an answer start is remembered (the limit looks back one minute)
 
 THREAD_COLUMNS = ("id, user_id, parent_id, title, title_source, anchor_message_id, anchor_start, anchor_end, anchor_text,"
                   " summary, summary_upto, suggestions, created_at, updated_at")
@@ -243,12 +250,11 @@ class Database:
     async def answer_counts(self, user_id: int, since: str) -> tuple[int, int]:
         """The user's answers streaming now, and those begun since `since` (for the per-user limits; read from
         the table, so every worker process sees the same numbers)."""
-        row = await self._one(
-            "SELECT count(*) FILTER (WHERE m.status = 'streaming') AS live, count(*) FILTER (WHERE m.created_at > ?)"
-            " AS recent FROM messages m JOIN threads t ON t.id = m.thread_id WHERE t.user_id = ?"
-            " AND m.role = 'assistant' AND NOT m.imported AND (m.status = 'streaming' OR m.created_at > ?)",
-            since, user_id, since)
-        return row["live"], row["recent"]
+        live = await self._one(
+            "SELECT count(*) AS n FROM messages m JOIN threads t ON t.id = m.thread_id"
+            " WHERE t.user_id = ? AND m.role = 'assistant' AND m.status = 'streaming'", user_id)
+        recent = await self._one("SELECT count(*) AS n FROM answer_starts WHERE user_id = ? AND at > ?", user_id, since)
+        return live["n"], recent["n"]
 
     async def list_pins(self, thread_id: int) -> list[dict[str, Any]]:
         rows = await self._all(f"SELECT {THREAD_COLUMNS} FROM threads WHERE parent_id = ? ORDER BY id", thread_id)
@@ -301,7 +307,17 @@ class Database:
                 " VALUES (?, 'assistant', '', 'streaming', ?, ?, ?, ?)",
                 (thread_id, kind, json.dumps(merged_ids) if merged_ids else None, stamp, stamp))
             await self.conn.execute("UPDATE threads SET updated_at = ? WHERE id = ?", (stamp, thread_id))
+            await self._count_start(thread_id, stamp)
         return user_id, assistant.lastrowid
+
+    async def _count_start(self, thread_id: int, stamp: str) -> None:
+        """Remember an answer begun by the thread's user (for the per-minute limit), forgetting their old ones."""
+        row = await (await self.conn.execute("SELECT user_id FROM threads WHERE id = ?", (thread_id,))).fetchone()
+        if row is None or row["user_id"] is None:
+            return
+        await self.conn.execute("DELETE FROM answer_starts WHERE user_id = ? AND at < ?",
+                                (row["user_id"], ago(ANSWER_STARTS_KEPT)))
+        await self.conn.execute("INSERT INTO answer_starts (user_id, at) VALUES (?, ?)", (row["user_id"], stamp))
 
     async def set_title(self, thread_id: int, title: str, source: str, *, unless: tuple[str, ...] = ()) -> bool:
         """Set a title unless the current one came from a source in `unless` (e.g. never overwrite the user's)."""

@@ -132,7 +132,10 @@ async def test_lone_surrogates_deep_nesting_and_oversized_bodies(app):
         deep = b'{"title": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
         nested = await http.post("/api/threads", content=deep, headers=raw)
         assert nested.status_code == 400
-        huge = await http.post("/api/import", content=b'{"x": "' + b"a" * (2 * 1024 * 1024) + b'"}', headers=raw)
+        huge = await http.post("/api/threads", content=b'{"x": "' + b"a" * (2 * 1024 * 1024) + b'"}', headers=raw)
+        assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_too_large"
+        import_body = b'{"x": "' + b"a" * (33 * 1024 * 1024) + b'"}'  # an import may be larger, up to 32 MiB
+        huge = await http.post("/api/import", content=import_body, headers=raw)
         assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_too_large"
     assert len(app.rows("SELECT id FROM threads")) == 1 and app.rows("SELECT id FROM messages") == []
 
@@ -156,6 +159,13 @@ async def test_per_user_limits_on_streams_and_chats_per_minute(make_app, setting
         assert third.status_code == 429 and third.json()["error"]["code"] == "rate_limited"
         assert int(third.headers["Retry-After"]) > 0
     assert len(app.rows("SELECT id FROM messages WHERE role = 'user'")) == 2  # the refused ones wrote nothing
+    # Deleting the threads does not give the minute back (the limit counted the messages, which a delete takes)
+    async with app.http(timeout=30) as http:
+        for thread in (first, second):
+            assert (await http.request("DELETE", f"/api/threads/{thread['id']}", json={})).status_code == 204
+        third = (await http.post("/api/threads", json={})).json()
+        again = await http.post(f"/api/threads/{third['id']}/chat", json={"message": "after deleting"})
+        assert again.status_code == 429 and again.json()["error"]["code"] == "rate_limited"
 
 
 async def test_past_the_admission_limit_a_new_chat_gets_503_and_the_running_one_goes_on(make_app, settings, fake):
