@@ -210,7 +210,7 @@ class AccountStore:
         return ids
 
     async def forget_attempt(self, ids: list[int]) -> None:
-        await self._write(f"DELETE FROM login_failures WHERE id IN ({','.join('?' * len(ids))})", *ids)
+        await self._write(f"DELETE FROM login_failures WHERE id IN ({placeholders(len(ids))})", *ids)
 
     async def failures(self, key: str, window_seconds: float) -> tuple[int, str | None]:
         """How many failures `key` had within the window, and the oldest of them."""

@@ -86,7 +86,7 @@ async def _recheck_credentials(app: web.Application) -> None:
         try:
             registry = app[REGISTRY]
             registry.stop_started_by(await app[OPEN_STREAMS].recheck(app[DB].accounts, also=registry.starters()))
-            await app[REGISTRY].stop_answers(lambda owner: owner is None or not owner[1])  # no query when none runs
+            await registry.stop_answers(lambda owner: owner is None or not owner[1])  # no query when none runs
         except Exception:  # a locked or closing database: look again at the next interval
             log.exception("re-checking the open streams' credentials failed")
 

@@ -312,12 +312,11 @@ class Database:
 
     async def _count_start(self, thread_id: int, stamp: str) -> None:
         """Remember an answer begun by the thread's user (for the per-minute limit), forgetting their old ones."""
-        row = await (await self.conn.execute("SELECT user_id FROM threads WHERE id = ?", (thread_id,))).fetchone()
-        if row is None or row["user_id"] is None:
-            return
-        await self.conn.execute("DELETE FROM answer_starts WHERE user_id = ? AND at < ?",
-                                (row["user_id"], ago(ANSWER_STARTS_KEPT)))
-        await self.conn.execute("INSERT INTO answer_starts (user_id, at) VALUES (?, ?)", (row["user_id"], stamp))
+        owner = "(SELECT user_id FROM threads WHERE id = ?)"
+        await self.conn.execute(f"DELETE FROM answer_starts WHERE user_id = {owner} AND at < ?",
+                                (thread_id, ago(ANSWER_STARTS_KEPT)))
+        await self.conn.execute("INSERT INTO answer_starts (user_id, at) SELECT user_id, ? FROM threads"
+                                " WHERE id = ? AND user_id IS NOT NULL", (stamp, thread_id))
 
     async def set_title(self, thread_id: int, title: str, source: str, *, unless: tuple[str, ...] = ()) -> bool:
         """Set a title unless the current one came from a source in `unless` (e.g. never overwrite the user's)."""
