@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     def announce(_line: str) -> None:
         # The one-time URL goes to this console only (never to the log): whoever can read it can sign in once.
         loop_name = type(loop).__module__.split(".")[0]  # uvloop or asyncio
+        if settings.host_is_public:  # allowed (a LAN, a container), but passwords and cookies go in clear text
+            print(f"warning: --host {settings.host} serves plain HTTP to the network: passwords and session "
+                  "cookies cross it unencrypted. Put nginx with TLS in front (README, Behind nginx) and keep "
+                  "--host 127.0.0.1", file=sys.stderr, flush=True)
         print(f"pinchat is running with {model} on {loop_name}: {how} {url}  (Ctrl-C stops it)", flush=True)
 
     # handler_cancellation: aiohttp cancels a handler when its client disconnects (off by default), which is

@@ -390,20 +390,24 @@ async def test_start_prints_a_sign_in_url_to_the_console_and_refuses_an_open_ser
         server.stop()
     log = server.proc.stdout.read()
     assert "Traceback" not in log and "LineTooLong (400)" in log and '" 400 ' in log
+    assert "plain HTTP" not in log  # on loopback: no warning
     assert "token=[hidden]" in log.replace("%5Bhidden%5D", "[hidden]") and url.split("token=")[1] not in log
     # Once the owner has a password, a start prints the address without a secret (a console is often logged)
     assert run_cli("users", "--db", str(tmp_path / "x.db"), "passwd", "owner", "--password-stdin",
                    stdin="owner password 1\n").returncode == 0
-    server = ServerProcess("--db", str(tmp_path / "x.db"), "--models", str(models))
+    # (on all interfaces this time: allowed, with a warning that it is plain HTTP)
+    server = ServerProcess("--db", str(tmp_path / "x.db"), "--models", str(models), "--host", "0.0.0.0")
     server.headers = {"x": "y"}
     await server.start()
     try:
-        line = ""
+        line, before = "", []
         while "pinchat is running" not in line:
             line = await asyncio.to_thread(server.proc.stdout.readline)
+            before.append(line)
     finally:
         server.stop()
     assert f"sign in with your password at http://localhost:{server.port}/ " in line and "token=" not in line, line
+    assert any(s.startswith("warning: --host 0.0.0.0 serves plain HTTP") for s in before), before
     refused = run_cli("--host", "0.0.0.0", "--auth", "none", "--db", str(tmp_path / "y.db"))
     assert refused.returncode != 0
     assert refused.stderr.strip().count("\n") == 0 and "--auth none" in refused.stderr

@@ -132,6 +132,25 @@ async def test_stop_keeps_the_partial_answer_marked_interrupted(app_page, app_se
     assert await answer_text(page, tid) == tokens("N", 3)
 
 
+async def test_an_answer_stopped_before_its_first_token_says_so(app_page, app_server):
+    """Stop while the model has not written anything yet: the empty answer is kept as interrupted, and its badge
+    says that it was stopped before any text (an empty bubble marked only "interrupted" read as a fault), also after
+    a reload."""
+    page = app_page
+    tid = await new_thread(page)
+    await send(page, tid, "Slow start " + directive("S", 3, first_delay_ms=8000))
+    await wait_answer(page, tid, "streaming")
+    await panel(page, tid).locator("[data-testid=stop]").click()
+    answer = await wait_answer(page, tid, "interrupted")
+    assert await answer.locator(".msg-badge").inner_text() == "stopped before any text"
+    assert await answer_text(page, tid) == ""
+    assert app_server.get(f"/api/threads/{tid}")["messages"][-1]["content"] == ""
+    await page.reload()
+    await wait_ready(page)
+    answer = await wait_answer(page, tid, "interrupted")
+    assert await answer.locator(".msg-badge").inner_text() == "stopped before any text"
+
+
 async def test_an_answer_cut_at_the_token_limit_is_marked(app_page):
     """An answer that stopped at the model's token limit (finish reason "length") ends mid-sentence: its badge
     says it was cut off, while it streams in and after a reload; a whole answer has no badge."""

@@ -26,6 +26,8 @@ _plain_answers: weakref.WeakSet = weakref.WeakSet()  # answers shown as plain te
 
 STATUS_LABELS = {"streaming": "streaming…", "interrupted": "interrupted", "error": "error"}
 CUT_OFF_LABEL = "cut off: length limit"
+# An answer stopped before its first token: the badge says so, or an empty bubble reads as a rendering fault.
+STOPPED_EMPTY_LABEL = "stopped before any text"
 
 
 def role_label(message: Message) -> str:
@@ -80,14 +82,18 @@ class MessageView:
                 self.node.removeAttribute("data-message-id")
             else:
                 self.node.dataset.messageId = str(message.id)
-        if (message.status, message.cut_off) != self.badge_state:
-            self.badge_state = (message.status, message.cut_off)
+        empty = message.status == "interrupted" and message.role == "assistant" and not (
+            message.content or (message.parts and any(message.parts)))
+        if (message.status, message.cut_off, empty) != self.badge_state:
+            self.badge_state = (message.status, message.cut_off, empty)
             self.node.dataset.status = message.status
             label = STATUS_LABELS.get(message.status)
             if message.role == "user" and message.status == "error":
                 label = "not sent"
             elif message.cut_off:  # else it reads as a whole answer that ends mid-sentence
                 label = CUT_OFF_LABEL
+            elif empty:
+                label = STOPPED_EMPTY_LABEL
             self.badge.textContent = label or ""
             self.badge.hidden = not label
         if message.parts is not None:
