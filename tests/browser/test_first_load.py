@@ -378,3 +378,57 @@ async def test_390_phone_width(browser, app_server):
         assert page.problems == []
     finally:
         await page.context.close()
+
+
+PIN_ROOM = """() => {
+    const stack = document.querySelector('.pin-stack');
+    return {stack: [stack.scrollWidth, stack.clientWidth, stack.scrollHeight, stack.clientHeight],
+            pins: [...document.querySelectorAll('section.panel-pin')].map(p => [p.dataset.threadId,
+                p.getBoundingClientRect().width, p.getBoundingClientRect().height,
+                p.querySelector('.messages').clientHeight])};
+}"""
+
+
+async def test_many_open_pins_keep_room_for_their_messages(browser, app_server):
+    """Eight pins open beside the thread: each keeps room for its messages (before, each shrank to its passage and
+    composer, with a list a few pixels high), and the pin stack scrolls instead; in a narrow workspace the pins sit
+    side by side under the thread, each nearly the stack's width, and are swiped through."""
+    page = await new_context_page(browser, viewport={"width": 1440, "height": 900})
+    try:
+        await boot(page, app_server)
+        tid = await new_thread(page)
+        await send(page, tid, "Many words " + directive("Q", 40))
+        await wait_answer(page, tid, "complete")
+        answer = app_server.get(f"/api/threads/{tid}")["messages"][-1]
+        pins = [app_server.post("/api/threads", {"parent_id": tid, "anchor": {
+            "message_id": answer["id"], "start": 8 * i, "end": 8 * i + 5}})["id"] for i in range(8)]
+        await page.evaluate("(h) => { location.hash = h; }", f"#t={tid}&p={','.join(map(str, pins))}")
+        await panel(page, pins[-1]).wait_for()
+        await send(page, pins[-1], "About it " + directive("R", 30))
+        await wait_answer(page, pins[-1], "complete")
+        room = await page.evaluate(PIN_ROOM)
+        assert len(room["pins"]) == 8, room
+        assert all(height >= 290 for _, _, height, _ in room["pins"]), room
+        answered = next(list_height for tid_, _, _, list_height in room["pins"] if tid_ == str(pins[-1]))
+        assert answered >= 90, room
+        assert room["stack"][2] > room["stack"][3], f"the stack should scroll: {room}"
+        await assert_no_sideways_scroll(page)
+        last = panel(page, pins[-1])
+        await last.locator("[data-testid=composer]").scroll_into_view_if_needed()
+        assert await last.locator("[data-testid=composer]").is_visible()
+        assert await answer_text(page, pins[-1]) == tokens("R", 30)
+        await shot(page, "eight-pins-1440")
+
+        # a narrow workspace (a small window; also the merge dialog open): the pins go under the thread, side by
+        # side, each nearly the stack's width (they were squeezed into columns of ~50 px)
+        await page.set_viewport_size({"width": 900, "height": 800})
+        await page.wait_for_function("() => { const s = document.querySelector('.pin-stack');"
+                                     " return s.scrollWidth > s.clientWidth; }")
+        room = await page.evaluate(PIN_ROOM)
+        width = room["stack"][1]
+        assert all(w >= 0.8 * width for _, w, _, _ in room["pins"]), room
+        await assert_no_sideways_scroll(page)
+        await shot(page, "eight-pins-900")
+        assert page.problems == []
+    finally:
+        await page.context.close()
