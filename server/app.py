@@ -20,9 +20,9 @@ from .openapi import openapi_handler
 from .generation import Registry
 from .context import Budget
 from .pacing import StartPacer
-from .keys import BUDGET, DB, OWNER, PACER, REGISTRY, SETTINGS, TURNS, UTILITY
+from .keys import BUDGET, DB, IMPORTS, OWNER, PACER, REGISTRY, SETTINGS, TURNS, UTILITY
 from .proxy import TRUSTED_PROXIES
-from .routes import routes
+from .routes import IMPORTS_AT_ONCE, routes
 from .turn import Turns
 from .security import add_page_headers, check_csrf, check_host
 from .static import setup_static
@@ -43,6 +43,7 @@ def create_app(settings: Settings, router: Router | None = None) -> web.Applicat
     app[ROUTER] = router = router or provider.build_router(settings.models, settings.pool_size)
     app[BUDGET] = make_budget(settings, router)
     app[PACER] = StartPacer()
+    app[IMPORTS] = asyncio.Semaphore(IMPORTS_AT_ONCE)
     app.cleanup_ctx.append(_lifetime)
     app.on_shutdown.append(_stop_generations)
     app.add_routes(routes)

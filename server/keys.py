@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -21,4 +22,5 @@ UTILITY = web.AppKey("utility", Utility)
 BUDGET = web.AppKey("budget", Budget)
 TURNS = web.AppKey("turns", Turns)
 PACER = web.AppKey("pacer", StartPacer)
+IMPORTS = web.AppKey("imports", asyncio.Semaphore)  # the turns of imports in this process (routes.handle_import)
 OWNER = web.AppKey("owner", dict[str, Any])  # the owner account, created on first start

@@ -150,12 +150,14 @@ ERRORS = {
     403: "csrf_rejected (a cookie-authenticated change without a JSON body and a same-site Origin), admin_only, "
          "wrong_password",
     404: "not found (another user's thread or token answers exactly like a missing one)",
+    408: "import_too_slow: the import's body did not arrive in time",
     409: "thread_busy (already answering) or username_taken",
     413: "request_too_large (the body) or message_too_long",
     421: "host_not_allowed: the Host header is not one this server answers for",
     422: "a field is invalid: the code names it (invalid_field, invalid_message, invalid_anchor, ...)",
     429: "too_many_attempts, too_many_streams or rate_limited (see Retry-After)",
-    503: "server_busy: this process writes as many answers as it admits (see Retry-After)",
+    503: "server_busy: this process writes as many answers as it admits, or import_busy: imports are running "
+         "(see Retry-After)",
 }
 
 
@@ -226,7 +228,7 @@ OPERATIONS: list[Op] = [
     Op("get", THREAD + "/export", "exportThread", "The whole tree as Markdown or as a JSON export",
        query=s.ExportQuery, out="export", errors=(404,)),
     Op("post", "/api/import", "importThread", "A JSON export back as a new tree", status=201,
-       body=s.ExportDocument, out=Thread, links=_thread_links()),
+       body=s.ExportDocument, out=Thread, links=_thread_links(), errors=(408, 413, 503)),
 ]
 
 _REQUEST_MODELS = [m for op in OPERATIONS for m in (op.body,) if m is not None]

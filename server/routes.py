@@ -15,7 +15,7 @@ from .schemas import (MAX_PIN_DEPTH, Chat, CreateThread, ExportDocument, ExportQ
                       one_line_title, parse_body, parse_query)
 from .schemas import path_id as parse_id
 from .auth import CREDENTIAL, OPEN_STREAMS, USER
-from .keys import DB, PACER, REGISTRY, SETTINGS, TURNS, UTILITY
+from .keys import DB, IMPORTS, PACER, REGISTRY, SETTINGS, TURNS, UTILITY
 from .timestamps import ago
 from .generation import Generation, ThreadBusy
 from .sse import stream_generation
@@ -242,10 +242,35 @@ async def handle_export(request: web.Request) -> web.Response:
 IMPORT_MAX_BYTES = 32 * 1024 * 1024
 
 
+# Parsing an import and holding its objects takes many times its bytes (26 MB imports sent in parallel by one user
+# took this process to ~700 MB): a process reads and imports IMPORTS_AT_ONCE at a time. Another waits for its turn
+# up to IMPORT_WAIT seconds (then 503), and a body must have come within IMPORT_READ_SECONDS of its turn (then 408),
+# so that a stalled upload cannot keep the turn.
+IMPORTS_AT_ONCE = 2
+IMPORT_WAIT = 30.0
+IMPORT_READ_SECONDS = 60.0
+
+
 @routes.post("/api/import")
 async def handle_import(request: web.Request) -> web.Response:
-    request = request.clone(client_max_size=IMPORT_MAX_BYTES)
-    document = await parse_body(request, ExportDocument)  # 422 invalid_export, invalid_anchor, invalid_pin
-    root_id = await export.import_tree(request.app[DB], user_id(request), document.model_dump())
+    turns = request.app[IMPORTS]
+    try:
+        async with asyncio.timeout(IMPORT_WAIT):
+            await turns.acquire()
+    except TimeoutError:
+        raise ApiError(503, "import_busy", "Other imports are running on this server; try again in a minute.",
+                       {"Retry-After": "60"}) from None
+    try:
+        request = request.clone(client_max_size=IMPORT_MAX_BYTES)
+        try:
+            async with asyncio.timeout(IMPORT_READ_SECONDS):
+                await request.read()  # 413 past IMPORT_MAX_BYTES; parse_body reads these bytes again
+        except TimeoutError:
+            raise ApiError(408, "import_too_slow", f"The import did not arrive within {IMPORT_READ_SECONDS:g} "
+                           "seconds; try again on a faster connection.") from None
+        document = await parse_body(request, ExportDocument)  # 422 invalid_export, invalid_anchor, invalid_pin
+        root_id = await export.import_tree(request.app[DB], user_id(request), document.model_dump())
+    finally:
+        turns.release()
     thread = await request.app[DB].get_thread(root_id)
     return web.json_response(with_state(request, thread), status=201)

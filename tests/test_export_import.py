@@ -5,6 +5,7 @@ Each refused import answers 422 with the code POST /api/threads gives the same m
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import sqlite3
 
@@ -193,3 +194,37 @@ async def test_an_export_over_the_usual_body_limit_imports_back(app, fake):
     thread = await app.new_thread()
     too_big = await app.post(f"/api/threads/{thread['id']}/chat", {"message": long_answer * 4})
     assert too_big.status == 413 and (await too_big.json())["error"]["code"] == "request_too_large"
+
+
+async def test_imports_take_turns_and_a_stalled_upload_loses_its_turn(app, fake, monkeypatch):
+    """A process imports IMPORTS_AT_ONCE at a time (parsing one takes many times its bytes): uploads that stall
+    hold the turns, another import waits and then gets 503 import_busy with Retry-After; a stalled upload gets 408
+    import_too_slow once its time is up, which frees its turn."""
+    from server import routes
+
+    document = await exported_pin_tree(app, fake)
+    monkeypatch.setattr(routes, "IMPORT_WAIT", 0.5)
+    monkeypatch.setattr(routes, "IMPORT_READ_SECONDS", 2.0)
+    server = app.client.server
+    stalled = []
+    for _ in range(routes.IMPORTS_AT_ONCE):
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(f"POST /api/import HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                     f"Authorization: Bearer {app.token}\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 5000\r\n\r\n".encode() + b'{"threads": [')
+        await writer.drain()
+        stalled.append((reader, writer))
+    await asyncio.sleep(0.3)  # both uploads hold a turn
+    before = thread_count(app)
+    resp = await app.post("/api/import", document)
+    assert resp.status == 503, await resp.text()
+    assert (await resp.json())["error"]["code"] == "import_busy" and resp.headers["Retry-After"] == "60"
+    for reader, writer in stalled:
+        answer = await asyncio.wait_for(reader.read(65536), 5)
+        assert answer.split(b"\r\n")[0].endswith(b" 408 Request Timeout"), answer[:200]
+        assert b'"import_too_slow"' in answer
+        writer.close()
+    assert thread_count(app) == before
+    resp = await app.post("/api/import", document)
+    assert resp.status == 201, await resp.text()
+    assert thread_count(app) == before + 2  # the thread and its pin
