@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Any
+from urllib.parse import quote as percent_encoded
 
 from .db import Database
 from .tree import Node
@@ -85,3 +88,22 @@ async def import_tree(db: Database, user_id: int, document: dict[str, Any]) -> i
         for message_id, old_ids in merges:
             await db.set_merged_ids(message_id, [thread_ids[i] for i in old_ids if i in thread_ids])
     return root_id
+
+
+_NOT_NAME = re.compile(r"[\W_]+")  # runs of what is not a letter or digit (any script) become one hyphen
+_NAME_CHARS = 60
+
+
+def attachment(title: str | None, thread_id: int, fmt: str) -> str:
+    """The Content-Disposition of an export: named after the conversation's title, e.g. `trip-to-lyon-12.md`
+    (`conversation-12.md` without a usable title). A title in another script keeps it through RFC 6266's
+    `filename*`; the plain `filename` keeps its ASCII letters (accents dropped)."""
+    words = _NOT_NAME.sub("-", (title or "").lower())[:_NAME_CHARS].strip("-")
+    ascii_words = _NOT_NAME.sub("-", unicodedata.normalize("NFKD", words).encode("ascii", "ignore").decode())
+    ascii_words = ascii_words.strip("-")
+    plain = f"{ascii_words or 'conversation'}-{thread_id}.{fmt}"
+    full = f"{words or 'conversation'}-{thread_id}.{fmt}"
+    if full == plain:
+        return f'attachment; filename="{plain}"'
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{percent_encoded(full, safe='')}"
+

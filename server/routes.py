@@ -231,8 +231,7 @@ async def handle_export(request: web.Request) -> web.Response:
     tree = await load_tree(request.app[DB], thread["id"])
     for node in tree.nodes():
         node.thread["title"] = one_line_title(node.thread["title"])
-    name = f"conversation-{thread['id']}.{fmt}"
-    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    headers = {"Content-Disposition": export.attachment(one_line_title(thread["title"]), thread["id"], fmt)}
     if fmt == "json":
         return web.json_response(export.to_json(tree), headers=headers)
     return web.Response(text=export.to_markdown(tree), content_type="text/markdown", headers=headers)

@@ -228,3 +228,22 @@ async def test_imports_take_turns_and_a_stalled_upload_loses_its_turn(app, fake,
     resp = await app.post("/api/import", document)
     assert resp.status == 201, await resp.text()
     assert thread_count(app) == before + 2  # the thread and its pin
+
+
+@pytest.mark.parametrize("title, plain, full", [
+    ("Trip to Lyon: the 2nd day!", "trip-to-lyon-the-2nd-day", None),
+    ("Résumé café", "resume-cafe", "r%C3%A9sum%C3%A9-caf%C3%A9"),
+    ("東京", "conversation", "%E6%9D%B1%E4%BA%AC"),
+    ('"a"; filename=evil.exe', "a-filename-evil-exe", None),
+])
+async def test_an_export_is_named_after_its_title(app, title, plain, full):
+    """The download is named after the conversation (it was conversation-<id> for every one); a title in another
+    script keeps its letters through RFC 6266's filename*, and nothing in a title can break the header."""
+    thread = await app.new_thread(title=title)
+    for fmt in ("md", "json"):
+        resp = await app.client.get(f"/api/threads/{thread['id']}/export?format={fmt}")
+        assert resp.status == 200
+        expected = f'attachment; filename="{plain}-{thread["id"]}.{fmt}"'
+        if full:
+            expected += f"; filename*=UTF-8''{full}-{thread['id']}.{fmt}"
+        assert resp.headers["Content-Disposition"] == expected

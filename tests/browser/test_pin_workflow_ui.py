@@ -226,7 +226,8 @@ async def test_export_markdown_then_json_import_opens_the_tree(app_page, app_ser
     async with page.expect_download() as info:
         await page.click("[data-testid=export-md]")
     download = await info.value
-    assert download.suggested_filename == f"conversation-{tid}.md"
+    title = app_server.get(f"/api/threads/{tid}")["title"]  # the download is named after it
+    assert download.suggested_filename == f"{'-'.join(title.lower().split())}-{tid}.md", title
     markdown = open(await download.path(), encoding="utf-8").read()
     for text in (tokens("T", 8), tokens("U", 6), tokens("D", 4), "Tell me things", "Deeper", "> U1 U2"):
         assert text.strip() in markdown
