@@ -126,14 +126,21 @@ class Live:
             return None  # a negative case's wrong id stays wrong
         if op in ("patchUser", "removeUser") and params["id"] in (self.user_ids["ann"], self.user_ids["bob"]):
             params["id"] += 10**12
-        elif op == "revokeToken" and (params["id"] in self.token_ids[who] or steal and pick([False, True])):
-            params["id"] = pick(sorted(self.others(who, self.token_ids)))
-            return params["id"]
+        # `pick` draws from Hypothesis: it is called the same number of times whatever the pools hold (an empty
+        # pool, or a short-circuited condition, that skipped a draw made replays draw differently: Hypothesis then
+        # fails the run as FlakyStrategyDefinition)
+        elif op == "revokeToken":
+            aim_elsewhere = pick([False, True])
+            other = pick(sorted(self.others(who, self.token_ids)) or [None])
+            if params["id"] in self.token_ids[who] or steal and aim_elsewhere:
+                params["id"] = other
+                return params["id"]
         elif op in THREAD_OPS and steal:
             choice = pick(["steal", "own", "steal", "keep"])
             pool = {"own": self.threads[who], "steal": self.others(who, self.threads)}.get(choice)
+            target = pick(sorted(pool) if pool else [None])
             if pool:
-                params["id"] = pick(sorted(pool))
+                params["id"] = target
                 return params["id"] if choice == "steal" else None
         return None
 
