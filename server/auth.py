@@ -45,6 +45,9 @@ class OpenStreams:
             self.tasks[task] = (request[CREDENTIAL], request[USER]["id"])
             task.add_done_callback(self.tasks.pop)
 
+    def count(self, user_id: int) -> int:
+        return sum(1 for _, owner in self.tasks.values() if owner == user_id)
+
     def end(self, *, credentials: set[str] = frozenset(), user_id: int | None = None,
             keep: str | None = None) -> None:
         for task, (credential, owner) in list(self.tasks.items()):

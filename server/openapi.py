@@ -155,7 +155,8 @@ ERRORS = {
     413: "request_too_large (the body) or message_too_long",
     421: "host_not_allowed: the Host header is not one this server answers for",
     422: "a field is invalid: the code names it (invalid_field, invalid_message, invalid_anchor, ...)",
-    429: "too_many_attempts, too_many_streams or rate_limited (see Retry-After)",
+    429: "too_many_attempts, too_many_streams (answers, or open streams with their followers) or rate_limited "
+         "(see Retry-After)",
     503: "server_busy: this process writes as many answers as it admits, or import_busy: imports are running "
          "(see Retry-After)",
 }
@@ -219,7 +220,7 @@ OPERATIONS: list[Op] = [
     Op("post", THREAD + "/chat", "chat", "Send a message; the answer streams back", body=s.Chat, out=SSE,
        errors=(404, 409, 413, 429, 503)),
     Op("get", THREAD + "/stream", "followThread", "Follow the running answer (replays after Last-Event-ID); "
-       "204 when none runs", out=SSE, query=s.FollowQuery, errors=(400, 404),
+       "204 when none runs", out=SSE, query=s.FollowQuery, errors=(400, 404, 429),
        empty=(204, "No answer is being written in this thread")),
     Op("post", THREAD + "/cancel", "cancelThread", "Stop the thread's answer; returns once it is saved",
        out=Cancelled, errors=(404,)),

@@ -120,10 +120,16 @@ async def handle_get_thread(request: web.Request) -> web.Response:
     return web.json_response({**thread, "messages": messages, "pins": pins, "stream_event_id": snapshot_event})
 
 
-@routes.get("/api/threads/{id}/stream")
+# allow_head=False: a HEAD would get the stream's frames after its headers (they are written to the socket, not
+# through aiohttp's body), which corrupts a kept-alive connection such as nginx's to the app: 405 instead.
+@routes.get("/api/threads/{id}/stream", allow_head=False)
 async def handle_follow(request: web.Request) -> web.StreamResponse:
     """Follow the thread's running answer (a reload, a second tab, a dropped connection): replay the events after
     `Last-Event-ID` (header, or `?after=`), then live. 204 when nothing is running (EventSource stops retrying)."""
+    limit = FOLLOWS_PER_ANSWER * request.app[SETTINGS].max_streams_per_user
+    if request.app[OPEN_STREAMS].count(request[USER]["id"]) >= limit:
+        raise ApiError(429, "too_many_streams", f"You already have {limit} streams open on this server; close "
+                                                "some tabs or wait.", {"Retry-After": "5"})
     thread = await load_thread(request)
     generation = request.app[REGISTRY].get(thread["id"])
     if generation is None or generation.message_id is None:
@@ -135,6 +141,11 @@ async def handle_follow(request: web.Request) -> web.StreamResponse:
                                                 "(`<message id>.<n>`).") from None
     request.app[OPEN_STREAMS].track(request)
     return await stream_generation(request, generation, request.app[SETTINGS].heartbeat, after)
+
+
+# Open streams (answers and their followers) a user may hold in a process, per answer they may run: a few tabs
+# following every answer, not the thousands of idle followers a script could open.
+FOLLOWS_PER_ANSWER = 4
 
 
 @routes.delete("/api/threads/{id}")

@@ -29,28 +29,27 @@ async def stream_generation(request: web.Request, generation: Generation, heartb
         try:
             live = False  # the first batch is the backlog found on attaching
             async for seq, batch in batches:
+                if not live:
+                    # The backlog (a resume may replay thousands of events): framed as the live stream was (two
+                    # subscribers see the same events), written REPLAY_GROUP frames at a time with a turn of the
+                    # loop between, so that many resumes at once do not hold every other stream up.
+                    for start in range(0, len(batch), REPLAY_GROUP):
+                        group = batch[start:start + REPLAY_GROUP]
+                        await _send(request, writer, "".join(
+                            _frame(generation, seq + start + k, event) for k, event in enumerate(group)))
+                        await asyncio.sleep(0)
+                    live = True
+                    continue
                 i = 0
                 while i < len(batch):
-                    if live and len(batch) - i > 1:
+                    if len(batch) - i > 1:
                         # Several events pending: the loop came late to this writer, so a run of tokens goes out as
-                        # one frame, however drained the socket is. Not on attaching: a replay is framed as the live
-                        # stream was (two subscribers see the same events).
+                        # one frame, however drained the socket is.
                         last, event, taken = coalesce_tokens(seq, batch, i)
                     else:
                         last, event, taken = seq, batch[i], 1
-                    transport = request.transport
-                    if transport is None:
-                        raise ConnectionResetError
-                    if transport.get_write_buffer_size() > 0:
-                        # Behind: wait while the transport is paused, bounded like aiohttp-sse's send.
-                        async with asyncio.timeout(SEND_TIMEOUT):
-                            await writer.drain()
-                    # Our own frame: aiohttp-sse's send would arm and cancel a timeout timer and build the frame
-                    # through a StringIO; drained, the write goes straight to the socket.
-                    frame = f"id: {generation.event_id(last)}\ndata: {events.encode(event)}\n\n"
-                    await writer.write(frame.encode(), drain=False)
+                    await _send(request, writer, _frame(generation, last, event))
                     seq, i = last + 1, i + taken
-                live = True
         except TimeoutError:
             if request.transport is not None:
                 request.transport.abort()  # a stalled peer never drains: a graceful close would wait for ever
@@ -61,6 +60,26 @@ async def stream_generation(request: web.Request, generation: Generation, heartb
             response.stop_streaming()
     await response.write_eof()
     return response
+
+
+REPLAY_GROUP = 256
+
+
+def _frame(generation: Generation, seq: int, event: events.Event) -> str:
+    return f"id: {generation.event_id(seq)}\ndata: {events.encode(event)}\n\n"
+
+
+async def _send(request: web.Request, writer, frames: str) -> None:
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError
+    if transport.get_write_buffer_size() > 0:
+        # Behind: wait while the transport is paused, bounded like aiohttp-sse's send.
+        async with asyncio.timeout(SEND_TIMEOUT):
+            await writer.drain()
+    # Our own frames: aiohttp-sse's send would arm and cancel a timeout timer and build the frame through a
+    # StringIO; drained, the write goes straight to the socket.
+    await writer.write(frames.encode(), drain=False)
 
 
 def coalesce_tokens(first: int, batch: list[events.Event], start: int = 0) -> tuple[int, events.Event, int]:

@@ -10,6 +10,7 @@ import socket
 import pytest
 from httpx_sse import aconnect_sse
 
+from server.auth import OPEN_STREAMS
 from tests.fake_upstream import Script
 
 TOKENS = [f"w{i} " for i in range(120)]
@@ -195,3 +196,78 @@ async def test_a_reader_that_falls_behind_gets_fewer_frames_and_the_same_text(ap
     assert "".join(token_frames) == "".join(tokens)  # exact
     assert len(token_frames) < len(tokens)  # fewer writes: backlogs went out as one frame each
     assert payloads[-1]["type"] == "done"
+
+
+async def test_a_long_backlog_is_replayed_whole_in_groups(app, fake):
+    """A follower that attaches after hundreds of events gets them all, framed as the live stream was, although
+    the backlog is written REPLAY_GROUP frames at a time with a turn of the loop between."""
+    from server.sse import REPLAY_GROUP
+
+    many = [f"v{i} " for i in range(3 * REPLAY_GROUP)]
+    fake.push(Script(tokens=many, delay=0.002))
+    thread = await app.new_thread()
+    path = f"/api/threads/{thread['id']}"
+    async with app.http(timeout=30) as http:
+        post = asyncio.create_task(read_events(http, "POST", path + "/chat", json={"message": "go"}))
+        await wait_for(lambda: len(app.rows("SELECT id FROM messages WHERE role = 'assistant'")) == 1)
+        await wait_for(lambda: len(app.rows("SELECT content FROM messages WHERE role = 'assistant'")[0][0]) > 8
+                       * REPLAY_GROUP * 1.2)  # more than a group of events flushed already
+        second, _ = await read_events(http, "GET", path + "/stream")
+        first, _ = await post
+    assert first == second and text(second) == "".join(many)
+
+
+async def test_head_on_the_stream_is_405_and_the_connection_stays_clean(app, fake):
+    """HEAD on the follow route would get the stream's frames after its headers (written to the socket, not
+    through aiohttp's body), and the next answer on that kept-alive connection (nginx's to the app) would be read
+    from them: it is a 405 JSON error, and a request after it on the same connection gets its own answer."""
+    fake.push(Script(tokens=TOKENS, delay=0.02))
+    thread = await app.new_thread()
+    path = f"/api/threads/{thread['id']}"
+    async with app.http(timeout=30) as http:
+        post = asyncio.create_task(read_events(http, "POST", path + "/chat", json={"message": "go"}))
+        await wait_for(lambda: app.rows("SELECT id FROM messages WHERE role = 'assistant'"))
+        server = app.client.server
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        head = (f"HEAD {path}/stream HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                f"Authorization: Bearer {app.token}\r\n\r\n")
+        writer.write(head.encode() + f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                                     "Connection: close\r\n\r\n".encode())
+        await writer.drain()
+        replies = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        await post
+    first, rest = replies.split(b"\r\n\r\n", 1)
+    assert first.split(b"\r\n")[0].endswith(b" 405 Method Not Allowed"), replies[:300]
+    assert rest.startswith(b"HTTP/1.1 200 OK"), replies[:600]  # nothing of the stream between the two answers
+    assert b"id: " not in replies and b'"status"' in rest
+
+
+async def test_followers_per_user_are_limited(make_app, settings, fake):
+    """Each open stream costs a socket and memory: a user may hold FOLLOWS_PER_ANSWER x --max-streams-per-user
+    of them in a process; one more gets 429 too_many_streams, and closing one makes room."""
+    from server.routes import FOLLOWS_PER_ANSWER
+
+    app = await make_app(settings, max_streams_per_user=1, detach_grace=5)
+    fake.push(Script(tokens=TOKENS, delay=0.05))
+    thread = await app.new_thread()
+    path = f"/api/threads/{thread['id']}"
+    async with app.http(timeout=30) as http:
+        async with http.stream("POST", path + "/chat", json={"message": "go"}) as chat:
+            assert chat.status_code == 200
+            await wait_for(lambda: app.rows("SELECT id FROM messages WHERE role = 'assistant'"))
+            followers = []
+            for _ in range(FOLLOWS_PER_ANSWER - 1):  # the chat's own stream counts too
+                follower = http.stream("GET", path + "/stream")
+                response = await follower.__aenter__()
+                assert response.status_code == 200
+                followers.append(follower)
+            refused = await http.get(path + "/stream")
+            assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_streams"
+            assert refused.headers["Retry-After"]
+            await followers.pop().__aexit__(None, None, None)
+            await wait_for(lambda: app.client.server.app[OPEN_STREAMS].count(1) < FOLLOWS_PER_ANSWER)
+            async with http.stream("GET", path + "/stream") as again:
+                assert again.status_code == 200
+            for follower in followers:
+                await follower.__aexit__(None, None, None)
