@@ -37,6 +37,14 @@ def require_admin(request: web.Request) -> dict[str, Any]:
     return user
 
 
+async def still_admin(accounts, admin: dict[str, Any]) -> None:
+    """The admin of this request is one now, not only when it was authenticated (another admin may have demoted
+    them meanwhile)."""
+    current = await accounts.user(admin["id"])
+    if current is None or not current["is_admin"] or current["disabled"]:
+        raise ApiError(403, "admin_only", "Only an admin manages accounts.")
+
+
 def end_credentials(request: web.Request, credentials: set[str], user_id: int | None = None) -> None:
     """Their streams end and the answers they started stop (saved as interrupted)."""
     request.app[OPEN_STREAMS].end(credentials=credentials, user_id=user_id)
@@ -172,8 +180,11 @@ async def handle_change_user(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", "No such user.")
     if target == admin["id"] and (disabled or is_admin is False):
         raise ApiError(422, "cannot_change_self", "You cannot disable or demote yourself; ask another admin.")
-    await accounts.update_user(target, password_hash=await hash_password(password) if password else None,
-                               disabled=disabled, is_admin=is_admin)
+    if target == request.app[OWNER]["id"] and (disabled or is_admin is False):  # so an admin always remains
+        raise ApiError(422, "cannot_change_owner", "The owner account cannot be disabled or demoted.")
+    if not await accounts.update_user(target, password_hash=await hash_password(password) if password else None,
+                                      disabled=disabled, is_admin=is_admin, by_admin=admin["id"]):
+        raise ApiError(403, "admin_only", "Only an admin manages accounts.")  # demoted in the meantime
     if disabled or password is not None:  # a disabled user or a reset password: every session and stream ends
         end_sessions_and_streams(request, await accounts.delete_sessions(target), user_id=target)
     if disabled:
@@ -189,7 +200,9 @@ async def handle_remove_user(request: web.Request) -> web.Response:
         raise ApiError(422, "cannot_change_self", "Neither yourself nor the owner account can be removed.")
     if await accounts.user(target) is None:
         raise ApiError(404, "not_found", "No such user.")
+    await still_admin(accounts, admin)  # before the user's answers stop (they are saved before the rows go)
     request.app[OPEN_STREAMS].end(user_id=target)
     await stop_answers(request, target)
-    await accounts.delete_user(target)
+    if not await accounts.delete_user(target, by_admin=admin["id"]):
+        raise ApiError(403, "admin_only", "Only an admin manages accounts.")  # demoted in the meantime
     return web.Response(status=204)

@@ -26,6 +26,10 @@ def user_dict(row: sqlite3.Row) -> dict[str, Any]:
 USER_COLUMNS = "id, username, password_hash, is_admin, is_owner, disabled, created_at"
 
 
+# The acting admin is still one, checked in the statement that makes an admin's change.
+_BY_ADMIN = " AND EXISTS (SELECT 1 FROM users WHERE id = ? AND is_admin AND NOT disabled)"
+
+
 class AccountStore:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
@@ -90,15 +94,19 @@ class AccountStore:
         return [user_dict(r) for r in rows]
 
     async def update_user(self, user_id: int, *, password_hash: str | None = None, disabled: bool | None = None,
-                          is_admin: bool | None = None) -> None:
-        await self._write(
+                          is_admin: bool | None = None, by_admin: int | None = None) -> bool:
+        """`by_admin`: the admin making the change, who must still be an enabled admin when it is written (in the
+        same statement: two admins demoting each other at once leave one of them an admin). False if not."""
+        return bool(await self._write(
             "UPDATE users SET password_hash = COALESCE(?, password_hash), disabled = COALESCE(?, disabled),"
-            " is_admin = COALESCE(?, is_admin) WHERE id = ?",
+            f" is_admin = COALESCE(?, is_admin) WHERE id = ?{_BY_ADMIN if by_admin is not None else ''}",
             password_hash, None if disabled is None else int(disabled), None if is_admin is None else int(is_admin),
-            user_id)
+            user_id, *(() if by_admin is None else (by_admin,))))
 
-    async def delete_user(self, user_id: int) -> None:
-        await self._write("DELETE FROM users WHERE id = ?", user_id)  # threads, sessions and tokens cascade
+    async def delete_user(self, user_id: int, by_admin: int | None = None) -> bool:
+        """Threads, sessions and tokens go with the user (cascade). `by_admin` as in update_user."""
+        return bool(await self._write(f"DELETE FROM users WHERE id = ?{_BY_ADMIN if by_admin is not None else ''}",
+                                      user_id, *(() if by_admin is None else (by_admin,))))
 
     # sessions (the cookie holds the secret; the row holds its hash)
 

@@ -439,3 +439,30 @@ async def test_session_and_token_ids_are_never_given_again(tmp_path):
         assert (await accounts.create_token(1, "third", "t3"))["id"] > token
     finally:
         await db.close()
+
+
+async def test_two_admins_cannot_demote_each_other_at_once_and_the_owner_stays_an_admin(app):
+    """Each change an admin makes is written only while they are still an enabled admin (checked in the same
+    statement): two admins demoting or disabling each other at the same moment leave one of them an admin (both
+    requests got 200 and no admin was left but the owner). The owner is never disabled nor demoted, so an admin
+    always remains."""
+    owner_id = (await (await app.client.get("/api/auth/me")).json())["user"]["id"]
+    for n, change in enumerate(({"is_admin": False}, {"disabled": True})):
+        one = await add_user(app, f"admin-a{n}", admin=True)
+        two = await add_user(app, f"admin-b{n}", admin=True)
+        a, b = await sign_in(app, one["username"]), await sign_in(app, two["username"])
+        ra, rb = await asyncio.gather(a.patch(f"/api/users/{two['id']}", json=change),
+                                      b.patch(f"/api/users/{one['id']}", json=change))
+        await a.aclose()
+        await b.aclose()
+        assert sorted((ra.status_code, rb.status_code)) == [200, 403], (ra.text, rb.text)
+        users = {u["id"]: u for u in (await (await app.client.get("/api/users")).json())["users"]}
+        still = [u for u in (users[one["id"]], users[two["id"]]) if u["is_admin"] and not u["disabled"]]
+        assert len(still) == 1, users
+        for body in ({"is_admin": False}, {"disabled": True}):
+            admin = await sign_in(app, still[0]["username"])
+            resp = await admin.patch(f"/api/users/{owner_id}", json=body)
+            await admin.aclose()
+            assert resp.status_code == 422 and resp.json()["error"]["code"] == "cannot_change_owner", resp.text
+    owner = next(u for u in (await (await app.client.get("/api/users")).json())["users"] if u["id"] == owner_id)
+    assert owner["is_admin"] and not owner["disabled"]
