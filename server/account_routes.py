@@ -135,6 +135,9 @@ async def handle_list_tokens(request: web.Request) -> web.Response:
 
 @routes.post("/api/tokens")
 async def handle_create_token(request: web.Request) -> web.Response:
+    if request[CREDENTIAL].startswith("token:"):  # else a leaked token could mint others and outlive its revoking
+        raise ApiError(403, "session_required", "API tokens are made from a signed-in page or session, not with "
+                                                "another API token.")
     name = (await parse_body(request, CreateToken)).name
     secret = TOKEN_PREFIX + new_secret()
     token = await accounts_of(request).create_token(request[USER]["id"], name, secret_hash(secret))

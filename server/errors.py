@@ -32,7 +32,8 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason)
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # a 405 must say what is
+        return error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"), exc.reason, allow)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "Something went wrong on the server; it has been logged.")

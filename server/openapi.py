@@ -148,7 +148,7 @@ ERRORS = {
     400: "invalid_json: the body is not a JSON object (not JSON, not UTF-8, nested too deep)",
     401: "unauthenticated: no valid session cookie or API token (or invalid_credentials at sign-in)",
     403: "csrf_rejected (a cookie-authenticated change without a JSON body and a same-site Origin), admin_only, "
-         "wrong_password",
+         "wrong_password, session_required (a token made with an API token)",
     404: "not found (another user's thread or token answers exactly like a missing one)",
     408: "import_too_slow: the import's body did not arrive in time",
     409: "thread_busy (already answering) or username_taken",
@@ -199,7 +199,8 @@ OPERATIONS: list[Op] = [
        body=s.ChangePassword, out=UserEnvelope, errors=(403,)),
     Op("get", "/api/tokens", "listTokens", "One's personal API tokens", out=TokenList),
     Op("post", "/api/tokens", "createToken", "A new API token; its secret is shown this once", status=201,
-       body=s.CreateToken, out=NewToken, links={"RevokeToken": ("revokeToken", "$response.body#/id")}),
+       body=s.CreateToken, out=NewToken, links={"RevokeToken": ("revokeToken", "$response.body#/id")},
+       errors=(403,)),
     Op("delete", "/api/tokens/{id}", "revokeToken", "Revoke one of one's API tokens", status=204, errors=(404,)),
     Op("get", "/api/users", "listUsers", "Every account (admins)", out=UserList, errors=(403,)),
     Op("post", "/api/users", "createUser", "Add an account (admins)", status=201, body=s.CreateUser, out=User,

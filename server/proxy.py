@@ -10,6 +10,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 
+from .credentials import TOKEN_PREFIX
+
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
 
 
@@ -44,14 +46,20 @@ def _trusted_proxies(request: web.BaseRequest) -> tuple:
         return ()
 
 
+_SECRET_KEYS = frozenset({"token", "access_token", "api_key", "key", "password", "secret"})
+
+
 class ProxyAwareAccessLogger(AccessLogger):
     """Access log lines show the real client, not nginx's loopback address, and no sign-in secret."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         client = client_address(request, _trusted_proxies(request))
-        hide_token = "token" in request.query  # a one-time sign-in secret never reaches the log
-        if client != request.remote or hide_token:
-            request = _LoggedRequest(request, client, hide_token)  # type: ignore[assignment]
+        # A one-time sign-in secret (`token`) never reaches the log, nor an API token or password put in any
+        # query parameter by mistake (the API takes them only in headers and bodies, so that request is a 401).
+        hidden = [key for key, value in request.query.items()
+                  if key.lower() in _SECRET_KEYS or value.startswith(TOKEN_PREFIX)]
+        if client != request.remote or hidden:
+            request = _LoggedRequest(request, client, hidden)  # type: ignore[assignment]
         super().log(request, response, time)
 
 
@@ -60,10 +68,10 @@ class _LoggedRequest:
     `request.clone()`: aiohttp refuses to clone a request whose body was read, i.e. after every POST, and the
     logger's exception then dropped the line and the keep-alive connection (502s behind nginx)."""
 
-    def __init__(self, request: web.BaseRequest, remote: str | None, hide_token: bool) -> None:
+    def __init__(self, request: web.BaseRequest, remote: str | None, hidden: list[str]) -> None:
         self._request = request
         self.remote = remote
-        url = request.rel_url.update_query(token="[hidden]") if hide_token else request.rel_url
+        url = request.rel_url.update_query({key: "[hidden]" for key in hidden}) if hidden else request.rel_url
         self.path_qs = url.path_qs
 
     def __getattr__(self, name: str):  # method, version, headers...: the request's own

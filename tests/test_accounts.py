@@ -254,6 +254,10 @@ async def test_api_tokens_are_shown_once_used_and_revoked(app):
                                  headers={"Content-Type": "application/json"})  # no Origin: bearer is CSRF-exempt
         assert made.status_code == 201
         assert [t["title"] for t in (await alice.get("/api/threads")).json()["threads"]] == ["from a script"]
+        # a token cannot make tokens (a leaked one would mint others and outlive its revoking)
+        minted = await script.post("/api/tokens", json={"name": "another"})
+        assert minted.status_code == 403 and minted.json()["error"]["code"] == "session_required"
+        assert len((await alice.get("/api/tokens")).json()["tokens"]) == 1
         assert (await bob.request("DELETE", f"/api/tokens/{token['id']}", json={})).status_code == 404  # not bob's
         assert (await alice.request("DELETE", f"/api/tokens/{token['id']}", json={})).status_code == 204
         assert (await script.get("/api/threads")).status_code == 401
@@ -386,11 +390,16 @@ async def test_start_prints_a_sign_in_url_to_the_console_and_refuses_an_open_ser
         writer.write(b"GET /api/health?q=" + b"x" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         assert (await reader.read()).split(b"\r\n")[0].endswith(b" 400 Bad Request")
         writer.close()
+        # An API token put in a query parameter by mistake is refused (401) and never written to the log
+        async with httpx.AsyncClient() as stray:
+            for query in ("access_token=pc_strayvalue1", "q=pc_strayvalue2", "password=strayvalue3"):
+                assert (await stray.get(f"{server.url}/api/threads?{query}")).status_code == 401
     finally:
         server.stop()
     log = server.proc.stdout.read()
     assert "Traceback" not in log and "LineTooLong (400)" in log and '" 400 ' in log
     assert "plain HTTP" not in log  # on loopback: no warning
+    assert "strayvalue" not in log and log.replace("%5Bhidden%5D", "[hidden]").count("=[hidden]") >= 4, log[-2000:]
     assert "token=[hidden]" in log.replace("%5Bhidden%5D", "[hidden]") and url.split("token=")[1] not in log
     # Once the owner has a password, a start prints the address without a secret (a console is often logged)
     assert run_cli("users", "--db", str(tmp_path / "x.db"), "passwd", "owner", "--password-stdin",

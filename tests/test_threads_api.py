@@ -60,6 +60,8 @@ async def test_bad_requests_get_json_errors_and_write_nothing(app, method, path,
     body = await resp.json()
     assert body["error"]["code"] == code and body["error"]["message"]
     assert count(app, "threads") == 0 and count(app, "messages") == 0
+    if status == 405:  # HTTP requires a 405 to list the methods allowed
+        assert set(resp.headers["Allow"].split(",")) >= {"GET", "POST"}, resp.headers
 
 
 @pytest.mark.parametrize(
