@@ -12,7 +12,8 @@ from .auth import CREDENTIAL, OPEN_STREAMS, SESSION_COOKIE, USER, accounts_of, c
 from .credentials import TOKEN_PREFIX, hash_password, new_secret, secret_hash, verify_password
 from .errors import ApiError
 from .keys import OWNER, REGISTRY, SETTINGS
-from .schemas import ChangePassword, CreateToken, CreateUser, Login, PatchUser, parse_body, path_id
+from .account_schemas import ChangePassword, CreateToken, CreateUser, Login, PatchUser
+from .schemas import parse_body, path_id
 from .timestamps import now
 
 # Failed sign-ins allowed per window, per account and per client address, before 429.

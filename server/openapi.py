@@ -15,6 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
+from . import account_schemas as a
 from . import schemas as s
 
 REF = "#/components/schemas/{model}"
@@ -192,22 +193,22 @@ OPERATIONS: list[Op] = [
     # accounts
     Op("get", "/api/auth/me", "me", "Who is signed in (401 when nobody is)", out=Me, auth="optional",
        errors=(401,)),
-    Op("post", "/api/auth/login", "login", "Sign in with a password: sets the session cookie", body=s.Login,
+    Op("post", "/api/auth/login", "login", "Sign in with a password: sets the session cookie", body=a.Login,
        out=UserEnvelope, auth="none", errors=(401, 429)),
     Op("post", "/api/auth/logout", "logout", "End this session (clears the cookie)", status=204),
     Op("post", "/api/auth/password", "changePassword", "Set one's own password; ends one's other sessions",
-       body=s.ChangePassword, out=UserEnvelope, errors=(403,)),
+       body=a.ChangePassword, out=UserEnvelope, errors=(403,)),
     Op("get", "/api/tokens", "listTokens", "One's personal API tokens", out=TokenList),
     Op("post", "/api/tokens", "createToken", "A new API token; its secret is shown this once", status=201,
-       body=s.CreateToken, out=NewToken, links={"RevokeToken": ("revokeToken", "$response.body#/id")},
+       body=a.CreateToken, out=NewToken, links={"RevokeToken": ("revokeToken", "$response.body#/id")},
        errors=(403,)),
     Op("delete", "/api/tokens/{id}", "revokeToken", "Revoke one of one's API tokens", status=204, errors=(404,)),
     Op("get", "/api/users", "listUsers", "Every account (admins)", out=UserList, errors=(403,)),
-    Op("post", "/api/users", "createUser", "Add an account (admins)", status=201, body=s.CreateUser, out=User,
+    Op("post", "/api/users", "createUser", "Add an account (admins)", status=201, body=a.CreateUser, out=User,
        errors=(403, 409), links={"PatchUser": ("patchUser", "$response.body#/id"),
                                  "RemoveUser": ("removeUser", "$response.body#/id")}),
     Op("patch", "/api/users/{id}", "patchUser", "Disable, enable, promote, demote or reset an account (admins)",
-       body=s.PatchUser, out=User, errors=(403, 404)),
+       body=a.PatchUser, out=User, errors=(403, 404)),
     Op("delete", "/api/users/{id}", "removeUser", "Remove an account and its conversations (admins)", status=204,
        errors=(403, 404, 422)),
     # conversations

@@ -307,39 +307,6 @@ def _check_pin_anchor(anchor: ExportAnchor | None, answers: dict[int, str], wher
                                                     f"[{anchor.start}, {anchor.end}).")
 
 
-# --- accounts --------------------------------------------------------------------------------------------------
-
-Password = bounded(MAX_PASSWORD_CHARS)
-NewPassword = bounded(MAX_PASSWORD_CHARS, min_length=MIN_PASSWORD_CHARS)
-Username = single_line(MAX_USERNAME_CHARS)
-
-
-class Login(Body):
-    username: Username
-    password: Annotated[Password, Field(min_length=1)]
-
-
-class ChangePassword(Body):
-    current_password: Password | None = Field(None, description="null only while the account has no password")
-    new_password: NewPassword = Field(json_schema_extra=code("weak_password"))
-
-
-class CreateToken(Body):
-    name: single_line(MAX_TOKEN_NAME_CHARS)
-
-
-class CreateUser(Body):
-    username: Username
-    password: NewPassword = Field(json_schema_extra=code("weak_password"))
-    is_admin: bool = Field(False, strict=True)
-
-
-class PatchUser(Body):
-    disabled: bool | None = Field(None, strict=True)
-    is_admin: bool | None = Field(None, strict=True)
-    password: NewPassword | None = Field(None, json_schema_extra=code("weak_password"))
-
-
 # --- reading requests ------------------------------------------------------------------------------------------
 
 M = TypeVar("M", bound=BaseModel)

@@ -18,7 +18,8 @@ from pydantic import TypeAdapter, ValidationError
 from .credentials import TOKEN_PREFIX, hash_password, login_link, new_secret, secret_hash
 from .config import Settings
 from .db import Database
-from .schemas import MIN_PASSWORD_CHARS, Username
+from .account_schemas import Username
+from .schemas import MIN_PASSWORD_CHARS
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from server import openapi
+from server import account_schemas as a
 from server import schemas as s
 from server.errors import ApiError, json_errors
 
@@ -38,22 +39,22 @@ VALID: dict[type, dict[str, Any]] = {
     s.Chat: {"message": "hello"},
     s.Merge: {"format": "custom", "instruction": "Be brief.", "threads": [1, 2]},
     s.ExportDocument: EXPORT,
-    s.Login: {"username": "ann", "password": "secret"},
-    s.ChangePassword: {"current_password": "old-password", "new_password": "new-password"},
-    s.CreateToken: {"name": "laptop"},
-    s.CreateUser: {"username": "bob", "password": "long-enough", "is_admin": False},
-    s.PatchUser: {"disabled": True, "is_admin": False, "password": "long-enough"},
+    a.Login: {"username": "ann", "password": "secret"},
+    a.ChangePassword: {"current_password": "old-password", "new_password": "new-password"},
+    a.CreateToken: {"name": "laptop"},
+    a.CreateUser: {"username": "bob", "password": "long-enough", "is_admin": False},
+    a.PatchUser: {"disabled": True, "is_admin": False, "password": "long-enough"},
 }
 CODES: dict[type, dict[str, str]] = {
     s.CreateThread: {"title": "invalid_field", "parent_id": "invalid_field", "anchor": "invalid_anchor"},
     s.Chat: {"message": "invalid_message"},
     s.Merge: {"format": "invalid_format", "instruction": "invalid_instruction", "threads": "invalid_threads"},
     s.ExportDocument: {"format": "invalid_export", "version": "invalid_export", "thread": "invalid_export"},
-    s.Login: {"username": "invalid_field", "password": "invalid_field"},
-    s.ChangePassword: {"current_password": "invalid_field", "new_password": "weak_password"},
-    s.CreateToken: {"name": "invalid_field"},
-    s.CreateUser: {"username": "invalid_field", "password": "weak_password", "is_admin": "invalid_field"},
-    s.PatchUser: {"disabled": "invalid_field", "is_admin": "invalid_field", "password": "weak_password"},
+    a.Login: {"username": "invalid_field", "password": "invalid_field"},
+    a.ChangePassword: {"current_password": "invalid_field", "new_password": "weak_password"},
+    a.CreateToken: {"name": "invalid_field"},
+    a.CreateUser: {"username": "invalid_field", "password": "weak_password", "is_admin": "invalid_field"},
+    a.PatchUser: {"disabled": "invalid_field", "is_admin": "invalid_field", "password": "weak_password"},
 }
 
 
@@ -145,10 +146,10 @@ def test_unknown_fields_are_refused_except_in_an_import(model):
     (s.Merge, {"format": "poem", "threads": [1]}, "invalid_format"),
     (s.ExportDocument, {"format": "pinchat-export", "version": 2, "thread": EXPORT["thread"]}, "invalid_export"),
     (s.ExportDocument, replaced(EXPORT, ("thread", "pins", 0, "anchor", "end"), 2**63), "invalid_export"),
-    (s.ChangePassword, {"current_password": None, "new_password": "short"}, "weak_password"),
-    (s.CreateUser, {"username": "", "password": "long-enough"}, "invalid_field"),
-    (s.CreateUser, {"username": "x" * 65, "password": "long-enough"}, "invalid_field"),
-    (s.Login, {"username": "ann", "password": "x" * 1025}, "invalid_field"),
+    (a.ChangePassword, {"current_password": None, "new_password": "short"}, "weak_password"),
+    (a.CreateUser, {"username": "", "password": "long-enough"}, "invalid_field"),
+    (a.CreateUser, {"username": "x" * 65, "password": "long-enough"}, "invalid_field"),
+    (a.Login, {"username": "ann", "password": "x" * 1025}, "invalid_field"),
     (s.ExportQuery, {"format": "pdf"}, "invalid_format"),
 ])
 def test_rules_across_fields(model, body, code):
@@ -160,8 +161,8 @@ def test_rules_across_fields(model, body, code):
 
 def test_optional_fields_and_defaults():
     assert s.validate(s.CreateThread, {}).parent_id is None
-    assert s.validate(s.ChangePassword, {"current_password": None, "new_password": "long-enough"})
-    assert s.validate(s.PatchUser, {}).model_dump(exclude_none=True) == {}
+    assert s.validate(a.ChangePassword, {"current_password": None, "new_password": "long-enough"})
+    assert s.validate(a.PatchUser, {}).model_dump(exclude_none=True) == {}
     assert s.validate(s.ExportQuery, {}).format == "md"
     message = s.validate(s.ExportDocument, {**EXPORT, "thread": {"messages": [{"id": 1, "role": "user",
                                                                              "content": ""}]}}).thread.messages[0]

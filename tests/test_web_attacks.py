@@ -116,8 +116,17 @@ async def test_names_are_trimmed_and_never_blank(app):
             assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid_field", resp.text
         made = await http.post("/api/users", json={"username": " carol ", "password": "abcdefgh12"})
         assert made.status_code == 201 and made.json()["username"] == "carol"
+        # invisible formatting characters are refused; a fullwidth name is the same name (NFKC)
+        for name in ("carol\u200b", "\u202eevil", "ca\u2060rol"):
+            resp = await http.post("/api/users", json={"username": name, "password": "abcdefgh12"})
+            assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid_field", (name, resp.text)
+        same = await http.post("/api/users", json={"username": "ｃａｒｏｌ", "password": "abcdefgh12"})
+        assert same.status_code == 409 and same.json()["error"]["code"] == "username_taken", same.text
         assert len((await http.get("/api/users")).json()["users"]) == users + 1
-        assert (await http.post("/api/tokens", json={"name": "  "})).status_code == 422
+        carol = await sign_in(app, "carol", "abcdefgh12")  # tokens are made from a session
+        assert (await carol.post("/api/tokens", json={"name": "  "})).status_code == 422
+        assert (await carol.get("/api/tokens")).json()["tokens"] == []
+        await carol.aclose()
         assert (await http.get("/api/tokens")).json()["tokens"] == tokens
         assert (await http.post("/api/threads", json={"title": "   "})).json()["title"] is None
         assert (await http.post("/api/threads", json={"title": "  Plans "})).json()["title"] == "Plans"
