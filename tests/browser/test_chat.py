@@ -113,13 +113,18 @@ async def test_main_thread_and_two_pins_stream_at_once(app_page, app_server):
     await page.screenshot(path=str(ARTIFACTS / "main-and-two-pins-done.png"))
 
 
+async def stop_and_wait(page, tid: int):
+    """Press the panel's Stop; the answer, once it shows as interrupted."""
+    await panel(page, tid).locator("[data-testid=stop]").click()
+    return await wait_answer(page, tid, "interrupted")
+
+
 async def test_stop_keeps_the_partial_answer_marked_interrupted(app_page, app_server):
     page = app_page
     tid = await new_thread(page)
     await send(page, tid, "Long one " + directive("L", 200, delay_ms=40))
     await wait_text_contains(page, tid, "L5 ")
-    await panel(page, tid).locator("[data-testid=stop]").click()
-    answer = await wait_answer(page, tid, "interrupted")
+    answer = await stop_and_wait(page, tid)
     shown = await answer_text(page, tid)
     assert shown.startswith(tokens("L", 6)) and len(shown) < len(tokens("L", 200))
     assert "interrupted" in await answer.inner_text()
@@ -140,8 +145,7 @@ async def test_an_answer_stopped_before_its_first_token_says_so(app_page, app_se
     tid = await new_thread(page)
     await send(page, tid, "Slow start " + directive("S", 3, first_delay_ms=8000))
     await wait_answer(page, tid, "streaming")
-    await panel(page, tid).locator("[data-testid=stop]").click()
-    answer = await wait_answer(page, tid, "interrupted")
+    answer = await stop_and_wait(page, tid)
     assert await answer.locator(".msg-badge").inner_text() == "stopped before any text"
     assert await answer_text(page, tid) == ""
     assert app_server.get(f"/api/threads/{tid}")["messages"][-1]["content"] == ""
