@@ -26,8 +26,12 @@ def user_dict(row: sqlite3.Row) -> dict[str, Any]:
 USER_COLUMNS = "id, username, password_hash, is_admin, is_owner, disabled, created_at"
 
 
-# The acting admin is still one, checked in the statement that makes an admin's change.
-_BY_ADMIN = " AND EXISTS (SELECT 1 FROM users WHERE id = ? AND is_admin AND NOT disabled)"
+def _by_admin(admin_id: int | None) -> tuple[str, tuple]:
+    """The WHERE clause and argument that check, in the statement making an admin's change, that the acting admin
+    is still one (none for a change from the shell)."""
+    if admin_id is None:
+        return "", ()
+    return " AND EXISTS (SELECT 1 FROM users WHERE id = ? AND is_admin AND NOT disabled)", (admin_id,)
 
 
 class AccountStore:
@@ -97,16 +101,17 @@ class AccountStore:
                           is_admin: bool | None = None, by_admin: int | None = None) -> bool:
         """`by_admin`: the admin making the change, who must still be an enabled admin when it is written (in the
         same statement: two admins demoting each other at once leave one of them an admin). False if not."""
+        guard, args = _by_admin(by_admin)
         return bool(await self._write(
             "UPDATE users SET password_hash = COALESCE(?, password_hash), disabled = COALESCE(?, disabled),"
-            f" is_admin = COALESCE(?, is_admin) WHERE id = ?{_BY_ADMIN if by_admin is not None else ''}",
+            f" is_admin = COALESCE(?, is_admin) WHERE id = ?{guard}",
             password_hash, None if disabled is None else int(disabled), None if is_admin is None else int(is_admin),
-            user_id, *(() if by_admin is None else (by_admin,))))
+            user_id, *args))
 
     async def delete_user(self, user_id: int, by_admin: int | None = None) -> bool:
         """Threads, sessions and tokens go with the user (cascade). `by_admin` as in update_user."""
-        return bool(await self._write(f"DELETE FROM users WHERE id = ?{_BY_ADMIN if by_admin is not None else ''}",
-                                      user_id, *(() if by_admin is None else (by_admin,))))
+        guard, args = _by_admin(by_admin)
+        return bool(await self._write(f"DELETE FROM users WHERE id = ?{guard}", user_id, *args))
 
     # sessions (the cookie holds the secret; the row holds its hash)
 

@@ -106,4 +106,3 @@ def attachment(title: str | None, thread_id: int, fmt: str) -> str:
     if full == plain:
         return f'attachment; filename="{plain}"'
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{percent_encoded(full, safe='')}"
-

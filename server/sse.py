@@ -35,9 +35,10 @@ async def stream_generation(request: web.Request, generation: Generation, heartb
                     # loop between, so that many resumes at once do not hold every other stream up.
                     for start in range(0, len(batch), REPLAY_GROUP):
                         group = batch[start:start + REPLAY_GROUP]
+                        if start:
+                            await asyncio.sleep(0)
                         await _send(request, writer, "".join(
                             _frame(generation, seq + start + k, event) for k, event in enumerate(group)))
-                        await asyncio.sleep(0)
                     live = True
                     continue
                 i = 0
